@@ -1,0 +1,58 @@
+"""Run a toy engine in a subprocess, optionally SIGKILLing itself at a chosen moment (resume tests).
+
+Usage: python run_toy.py OUT [--kill-at-step N | --kill-in-write NAME]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import toy_plugin  # noqa: E402
+
+import ticketforge.store.atomic as atomic  # noqa: E402
+from ticketforge import Engine, RunConfig, hookimpl  # noqa: E402
+from ticketforge.registry import build_registry  # noqa: E402
+
+
+class KillAtStep:
+    def __init__(self, round_index: int, step: int):
+        self.round_index, self.step = round_index, step
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == (self.round_index, self.step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_during_write(name: str) -> None:
+    """SIGKILL after the temp file of ``name`` is written, before it replaces the old file."""
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst)
+
+    atomic.os.replace = replace  # type: ignore[attr-defined]
+
+
+def main(argv: list[str]) -> None:
+    out = argv[0]
+    registry = build_registry(plugins=[toy_plugin])
+    if "--kill-at-step" in argv:
+        round_index, step = map(int, argv[argv.index("--kill-at-step") + 1].split(":"))
+        registry.pm.register(KillAtStep(round_index, step))
+    if "--kill-in-write" in argv:
+        kill_during_write(argv[argv.index("--kill-in-write") + 1])
+    config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
+                       log_every=5, checkpoint_every=5, artifacts=False)
+    Engine(config, registry=registry).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,95 @@
+"""The command line: exit codes, one-line errors, the JSON shapes outside tools rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import ticketforge.registry as registry_module
+from ticketforge.cli.main import cli
+
+
+@pytest.fixture
+def runner(registry, monkeypatch):
+    monkeypatch.setattr(registry_module, "_registry", registry)
+    return CliRunner()
+
+
+def _toy_run(runner, out, *extra):
+    return runner.invoke(cli, ["run", "--model", "toy", "--schedule", "uniform", "--rounds", "1", "--steps-per-round",
+                               "10", "--device", "cpu", "--out", str(out), "--quiet", "--no-artifacts", *extra])
+
+
+def test_run_then_inspect_json_has_the_stable_shape(runner, tmp_path):
+    result = _toy_run(runner, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(runner.invoke(cli, ["inspect", str(tmp_path / "run"), "--json"]).output)
+    assert set(doc) == {"run", "config", "rounds"}
+    assert doc["config"]["model"] == "toy" and doc["config"]["steps_per_round"] == 10
+    assert [r["round"] for r in doc["rounds"]] == [0, 1]
+    r1 = doc["rounds"][1]
+    assert set(r1) >= {"round", "sparsity", "mask_sha256", "groups", "metrics"}
+    assert set(r1["groups"][0]) == {"index", "name", "params", "sparsity"}
+    assert 0.15 < r1["sparsity"] < 0.25 and len(r1["mask_sha256"]) == 64
+
+
+def test_list_json_shape(runner):
+    result = runner.invoke(cli, ["list", "--json"])
+    doc = json.loads(result.output)
+    for kind in ("scorers", "schedules", "models", "datasets", "similarities", "evaluators"):
+        assert isinstance(doc[kind], list)
+    assert {"name": "toy", "summary": "a tiny conv net for tests", "plugin": "toy_plugin"} in doc["models"]
+    assert all(set(item) == {"name", "summary", "plugin"} for item in doc["scorers"])
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["--schedule", "incremantal"], 2, "Did you mean 'incremental'"),
+    (["--p", "60", "--q", "30", "--schedule", "incremental"], 2, "group 2 (out) would prune 120%"),
+    (["--target-sparsity", "95"], 2, "write 0.9 for 90%"),
+    (["--device", "cuda:7"], 2, ""),
+    (["--config", "/nonexistent.toml"], 2, "does not exist"),
+    (["--model-option", "nokey"], 2, "KEY=VALUE"),
+])
+def test_bad_input_is_one_line_with_exit_code_and_no_traceback(runner, tmp_path, args, code, needle):
+    result = _toy_run(runner, tmp_path / "run", *args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert needle in result.output
+    if code == 2 and "Error:" in result.output:
+        assert len([ln for ln in result.output.splitlines() if ln.startswith("Error:")]) == 1
+
+
+def test_unknown_data_path_and_missing_run_are_failures(runner, tmp_path):
+    result = runner.invoke(cli, ["inspect", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a ticketforge run" in result.output
+
+
+def test_toml_config_with_flag_override(runner, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "toy"\nschedule = "uniform"\nrounds = 1\nsteps-per-round = 10\np = 50.0\n'
+                   f'device = "cpu"\nout = "{tmp_path / "run"}"\nartifacts = false\n')
+    result = runner.invoke(cli, ["run", "--config", str(cfg), "--p", "40", "--quiet"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(runner.invoke(cli, ["inspect", str(tmp_path / "run"), "--json"]).output)
+    assert doc["config"]["p"] == 40.0
+    assert doc["rounds"][1]["sparsity"] == pytest.approx(0.4, abs=0.02)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stepz = 3\n")
+    result = runner.invoke(cli, ["run", "--config", str(bad)])
+    assert result.exit_code == 2 and "unknown key 'stepz'" in result.output
+
+
+def test_export_command_reports_sizes(runner, tmp_path):
+    assert _toy_run(runner, tmp_path / "run").exit_code == 0
+    result = runner.invoke(cli, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "t.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert "bytes of dense fp32 weights" in result.output
+
+
+def test_module_entry_point_runs():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "ticketforge", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "lottery tickets" in out.stdout

@@ -1,0 +1,115 @@
+"""Mask selection and application: the ratio conventions of the schedules, exactly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ticketforge.builtins.schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
+from ticketforge.errors import ConfigError
+from ticketforge.pruning import apply_masks, current_masks, prune_global, prune_groupwise, sparsity_of
+from ticketforge.pruning.select import prune_tensorwise_like
+from ticketforge.protocols import PruneTarget
+
+
+def _groups(sizes, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    scores = [[torch.rand(n, generator=gen) for n in group] for group in sizes]
+    masks = [[torch.ones(n, dtype=torch.bool) for n in group] for group in sizes]
+    return scores, masks
+
+
+def _kept(group):
+    return sum(int(m.sum()) for m in group)
+
+
+def test_uniform_ladder_follows_one_minus_p_to_the_k():
+    scores, masks = _groups([[1000], [400, 600]])
+    schedule = UniformSchedule(0.2)
+    for k in range(1, 8):
+        masks = schedule.prune(scores, masks)
+        for group in masks:
+            total = sum(m.numel() for m in group)
+            assert abs(_kept(group) / total - 0.8 ** k) < 2 / total * k
+
+
+def test_incremental_group_j_prunes_p_plus_jq_of_its_remaining_weights_exactly():
+    sizes = [[500], [300, 200], [1000], [50, 50]]
+    scores, masks = _groups(sizes)
+    schedule = IncrementalSchedule(0.2, 0.05)
+    before = [_kept(g) for g in masks]
+    after_masks = schedule.prune(scores, masks)
+    for j, (b, group) in enumerate(zip(before, after_masks)):
+        assert b - _kept(group) == round((0.2 + 0.05 * j) * b)
+    # second round: ratios apply to what remains
+    again = schedule.prune(scores, after_masks)
+    for j, (g1, g2) in enumerate(zip(after_masks, again)):
+        assert _kept(g1) - _kept(g2) == round((0.2 + 0.05 * j) * _kept(g1))
+
+
+def test_lowest_scores_within_a_group_go_first_across_its_tensors():
+    scores = [[torch.tensor([0.1, 5.0, 6.0]), torch.tensor([0.2, 0.3, 7.0])]]
+    masks = [[torch.ones(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)]]
+    new = prune_groupwise(scores, masks, [0.5])
+    assert new[0][0].tolist() == [False, True, True]
+    assert new[0][1].tolist() == [False, False, True]
+
+
+def test_global_uses_one_threshold_over_all_groups():
+    scores = [[torch.tensor([1.0, 2.0, 3.0, 4.0])], [torch.tensor([10.0, 20.0, 30.0, 40.0])]]
+    masks = [[torch.ones(4, dtype=torch.bool)], [torch.ones(4, dtype=torch.bool)]]
+    new = GlobalSchedule(0.5).prune(scores, masks)
+    assert new[0][0].sum() == 0 and new[1][0].all()
+    threshold = max(s for g, mg in zip(scores, new) for t, m in zip(g, mg) for s, keep in zip(t, m) if not keep)
+    survivors = [s for g, mg in zip(scores, new) for t, m in zip(g, mg) for s, keep in zip(t, m) if keep]
+    assert min(survivors) > threshold
+
+
+def test_masks_are_monotone_and_pruned_weights_never_come_back():
+    scores, masks = _groups([[300], [200]])
+    schedule = IncrementalSchedule(0.3, 0.1)
+    for k in range(6):
+        scores = [[torch.rand(m.shape, generator=torch.Generator().manual_seed(k)) for m in g] for g in masks]
+        new = schedule.prune(scores, masks)
+        for old_g, new_g in zip(masks, new):
+            for old, nw in zip(old_g, new_g):
+                assert not (nw & ~old).any()
+        masks = new
+
+
+@pytest.mark.parametrize("p,q,bad_group", [(60.0, 10.0, 4), (99.0, 1.0, 1), (100.0, 0.0, 0)])
+def test_a_ratio_reaching_100_percent_is_refused_naming_the_group(p, q, bad_group):
+    names = [f"block{j}" for j in range(6)]
+    with pytest.raises(ConfigError, match=rf"group {bad_group} \(block{bad_group}\)"):
+        IncrementalSchedule(p / 100, q / 100).validate(names)
+
+
+def test_global_schedule_refuses_impossible_ratio():
+    with pytest.raises(ConfigError):
+        GlobalSchedule(1.0).validate(["a"])
+
+
+def test_random_prune_matches_per_tensor_counts_and_nests():
+    reference = [[torch.rand(100) > 0.3, torch.rand(50) > 0.5]]
+    old = [[torch.ones(100, dtype=torch.bool), torch.ones(50, dtype=torch.bool)]]
+    new = prune_tensorwise_like(reference, old, torch.Generator().manual_seed(0))
+    for ref, nw in zip(reference[0], new[0]):
+        assert int(nw.sum()) == int(ref.sum())
+    assert not torch.equal(new[0][0], reference[0][0])
+
+
+def test_apply_masks_keeps_one_bool_mask_per_tensor_and_zeroes_pruned_weights():
+    conv = nn.Conv2d(2, 3, 3)
+    target = [PruneTarget("conv", conv, 0, "g")]
+    for k in range(5):
+        mask = torch.rand(conv.weight.shape) > 0.1 * (k + 1)
+        apply_masks(target, [mask])
+        assert conv.weight_mask.dtype == torch.bool
+        assert torch.equal(current_masks(target)[0], mask)
+        assert (conv.weight_orig[~mask] == 0).all() and (conv.weight[~mask] == 0).all()
+        hooks = list(conv._forward_pre_hooks.values())
+        assert len(hooks) == 1 and type(hooks[0]).__name__ == "CustomFromMask"
+    assert math.isclose(sparsity_of([torch.tensor([True, False, False, True])]), 0.5)

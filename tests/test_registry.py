@@ -1,0 +1,78 @@
+"""Plugin discovery: entry points, broken plugins, duplicates, unknown names."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+import ticketforge.registry as registry_module
+from ticketforge import ComponentRecord, hookimpl
+from ticketforge.builtins.scorers import MagnitudeScorer
+from ticketforge.errors import PluginError
+from ticketforge.registry import build_registry
+
+
+def _fake_entry_points(*extra):
+    real = list(importlib.metadata.entry_points(group="ticketforge"))
+    return lambda: real + list(extra)
+
+
+def test_builtins_register_through_the_entry_point_group():
+    eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="ticketforge")}
+    assert eps["builtins"] == "ticketforge.builtins.plugin"
+    reg = build_registry()
+    assert {"magnitude", "random"} <= set(reg.records("scorers"))
+    assert {"uniform", "incremental", "global"} <= set(reg.records("schedules"))
+    assert "cka" in reg.records("similarities")
+    assert reg.records("scorers")["magnitude"].plugin == "ticketforge"
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_skipped(monkeypatch):
+    broken = importlib.metadata.EntryPoint(name="broken", value="no_such_module_for_ticketforge", group="ticketforge")
+    monkeypatch.setattr(registry_module, "_entry_points", _fake_entry_points(broken))
+    reg = build_registry()
+    assert [b.name for b in reg.broken] == ["broken"]
+    assert "No module named" in reg.broken[0].error
+    assert "magnitude" in reg.records("scorers")
+
+
+class _Raises:
+    @hookimpl
+    def ticketforge_scorers(self):
+        raise RuntimeError("boom")
+
+
+def test_a_plugin_whose_hook_raises_is_reported_and_skipped():
+    reg = build_registry(plugins=[_Raises()])
+    assert any("boom" in b.error for b in reg.broken)
+    assert "magnitude" in reg.records("scorers")
+
+
+class _Dup:
+    @hookimpl
+    def ticketforge_scorers(self):
+        return [ComponentRecord("magnitude", MagnitudeScorer, "a second magnitude")]
+
+
+def test_duplicate_names_are_an_error_naming_both_distributions():
+    with pytest.raises(PluginError, match=r"'magnitude' is registered by both 'ticketforge' and '_Dup'"):
+        build_registry(plugins=[_Dup()])
+
+
+def test_unknown_name_lists_known_names_with_a_did_you_mean():
+    reg = build_registry()
+    with pytest.raises(PluginError, match=r"unknown schedule 'incremantal' .*Did you mean 'incremental'\?"):
+        reg.get("schedules", "incremantal")
+    with pytest.raises(PluginError, match=r"known: (.*, )?global, incremental, uniform"):
+        reg.get("schedules", "zzz")
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(PluginError, match="has no option 'r'"):
+        build_registry().create("schedules", "uniform", r=3)
+
+
+def test_record_names_must_be_kebab_case():
+    with pytest.raises(ValueError):
+        ComponentRecord("Bad_Name", object, "x")

@@ -1,0 +1,150 @@
+"""Runs that survive: resume after SIGKILL, atomic files, checksums, the lock, NaN stops, export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ticketforge import Engine, export_ticket, load_round, load_ticket
+from ticketforge.errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
+from ticketforge.store import RunLock, RunStore
+
+RUNNER = Path(__file__).parent / "run_toy.py"
+
+
+def _toy(out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True, timeout=300)
+
+
+def _digests(out: Path) -> list[str]:
+    store = RunStore(out)
+    return [store.round_record(k)["mask_sha256"] for k in store.finished_rounds()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[str]:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert _toy(out).returncode == 0
+    return _digests(out)
+
+
+@pytest.mark.parametrize("kill", [["--kill-at-step", "1:15"], ["--kill-in-write", "checkpoint.pt"],
+                                  ["--kill-in-write", "record.json"], ["--kill-in-write", "manifest.json"]])
+def test_sigkill_then_same_command_resumes_to_identical_masks(tmp_path, reference, kill):
+    out = tmp_path / "run"
+    killed = _toy(out, *kill)
+    assert killed.returncode == -9, killed.stderr
+    assert len(_digests(out)) < 3
+    resumed = _toy(out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _digests(out) == reference
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_resume_from_mid_round_checkpoint_matches(tmp_path, reference):
+    out = tmp_path / "run"
+    assert _toy(out, "--kill-at-step", "2:15").returncode == -9
+    store = RunStore(out)
+    assert store.finished_rounds() == [0, 1] and store.read_checkpoint("checkpoint.pt")["step"] == 10
+    assert _toy(out).returncode == 0
+    assert _digests(out) == reference
+
+
+def test_changed_config_under_same_out_is_refused(toy_config, registry):
+    Engine(dataclasses.replace(toy_config, rounds=1), registry=registry).run()
+    with pytest.raises(ConfigError, match=r"p: 20.0 -> 30.0"):
+        Engine(dataclasses.replace(toy_config, rounds=1, p=30.0), registry=registry).run()
+    # --fresh starts over
+    records = Engine(dataclasses.replace(toy_config, rounds=1, p=30.0), registry=registry, fresh=True).run()
+    assert records[1]["sparsity"] == pytest.approx(0.3, abs=0.01)
+
+
+def test_second_process_on_the_same_run_is_refused(toy_config, registry):
+    with RunLock(toy_config.out):
+        with pytest.raises(TicketforgeError, match="in use by pid"):
+            Engine(toy_config, registry=registry).run()
+    Engine(dataclasses.replace(toy_config, rounds=0), registry=registry).run()  # lock released
+
+
+def test_corrupt_truncated_and_foreign_files_are_one_line_errors(toy_config, registry):
+    Engine(dataclasses.replace(toy_config, rounds=1), registry=registry).run()
+    run = Path(toy_config.out)
+    weights = run / "rounds/0001/weights.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        load_round(run, 1, ema=False, registry=registry)
+    # rewrite with a valid but foreign safetensors file, registered in the manifest: wrong model
+    store = RunStore(run)
+    store.write_tensors("rounds/0001/weights.safetensors", {"something.else": torch.zeros(3)})
+    with pytest.raises(CheckpointError, match="do not belong to this model"):
+        load_round(run, 1, ema=False, registry=registry)
+    # a pickle with code in it is never executed: weights_only loading refuses it
+    store.write_bytes("checkpoint.pt", b"\x80\x04\x95garbage")
+    with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+        store.read_checkpoint("checkpoint.pt")
+    (run / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="manifest.json is corrupt"):
+        RunStore(run).finished_rounds()
+
+
+def test_damaged_checkpoint_restarts_the_round_instead_of_failing(tmp_path, reference):
+    out = tmp_path / "run"
+    assert _toy(out, "--kill-at-step", "1:15").returncode == -9
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated behind the manifest's back
+    resumed = _toy(out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _digests(out) == reference
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_config, registry):
+    import toy_plugin
+
+    class Exploding(toy_plugin.ToySpec):
+        calls = 0
+
+        def loss(self, network, batch, generator=None):
+            Exploding.calls += 1
+            loss = super().loss(network, batch, generator)
+            return loss * float("nan") if Exploding.calls > 12 else loss
+
+    with pytest.raises(TrainingDiverged, match=r"round 0, step 12"):
+        Engine(toy_config, model=Exploding(), registry=registry).run()
+    store = RunStore(toy_config.out)
+    ckpt = store.read_checkpoint("checkpoint.pt")
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["weights"].values())
+
+
+def test_manifest_lists_every_file_with_its_checksum(toy_config, registry):
+    Engine(toy_config, registry=registry).run()
+    run = Path(toy_config.out)
+    manifest = json.loads((run / "manifest.json").read_text())["files"]
+    from ticketforge.store import sha256_file
+    for rel, digest in manifest.items():
+        assert sha256_file(run / rel) == digest
+    assert "rounds/0002/record.json" in manifest and "checkpoint.pt" not in manifest
+
+
+def test_export_and_load_ticket_round_trip(toy_config, registry, tmp_path):
+    Engine(dataclasses.replace(toy_config, rounds=3), registry=registry).run()
+    info = export_ticket(toy_config.out, tmp_path / "t.safetensors", registry=registry)
+    loaded = load_round(toy_config.out, registry=registry)
+    net = load_ticket(tmp_path / "t.safetensors", registry=registry)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(net(x), loaded.network(x))
+    for name, mask in loaded.masks.items():
+        module = dict(net.named_modules())[name]
+        assert (module.weight[~mask] == 0).all()
+    assert info["sparsity"] == loaded.record["sparsity"] and info["file_bytes"] > 0
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError):
+        load_ticket(bad, registry=registry)

@@ -1,0 +1,106 @@
+"""Load what a run left on disk: a round's network with its masks, its config and its record.
+
+Used by the ``sample``, ``flops``, ``compare``, ``eval``, ``export`` and ``report`` commands and by
+user scripts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from .errors import CheckpointError, ConfigError
+from .protocols import ModelSpec, ModuleGroup
+from .registry import Registry, get_registry
+from .store import RunLock, RunStore
+from .store.run_store import round_dir
+
+
+@dataclass
+class LoadedRound:
+    """One finished round of a run, ready to use.
+
+    Attributes:
+        run_dir: the run's directory.
+        round: the round index (0 is the dense round).
+        config: the run's resolved config (as ``ticketforge inspect --json`` shows it).
+        spec: the model spec rebuilt from the config.
+        network: the round's trained network (EMA weights when asked and present), masks applied
+            through ``torch.nn.utils.prune``, in eval mode, on the requested device.
+        masks: qualified module name -> bool mask of its weight.
+        groups: the module groups, in forward order.
+        record: the round's record (sparsity, groups, mask_sha256, metrics).
+    """
+
+    run_dir: Path
+    round: int
+    config: dict[str, Any]
+    spec: ModelSpec
+    network: nn.Module
+    masks: dict[str, Tensor]
+    groups: list[ModuleGroup]
+    record: dict[str, Any]
+
+
+def spec_from_config(config: dict[str, Any], registry: Registry | None = None) -> ModelSpec:
+    """Rebuild the model spec a run was made with, from its resolved config."""
+    name = config.get("model")
+    if not isinstance(name, str) or name.startswith("python:"):
+        raise ConfigError(f"this run's model {name!r} was given as a Python object; rebuild it in Python "
+                          f"and load the weights with ticketforge.pruning.state.load_plain_state_dict")
+    options = dict(config.get("model_options") or {})
+    if config.get("preset") is not None:
+        options["preset"] = config["preset"]
+    return (registry or get_registry()).create("models", name, **options)
+
+
+def _pick_round(store: RunStore, round: int | None) -> int:
+    finished = store.finished_rounds()
+    if not finished:
+        raise ConfigError(f"{store.path} has no finished round yet")
+    if round is None:
+        return finished[-1]
+    if round < 0:
+        round = finished[round] if -round <= len(finished) else -1
+    store.round_record(round)  # a clear error for an unfinished round
+    return round
+
+
+def load_round(run: str | Path, round: int | None = None, *, ema: bool = True, device: str = "cpu",
+               registry: Registry | None = None) -> LoadedRound:
+    """Load round ``round`` of the run in ``run`` (the last finished round when None; -1 counts back)."""
+    from .engine.groups import module_groups, prune_targets
+    from .pruning import apply_masks
+    from .pruning.state import load_plain_state_dict
+
+    store = RunStore(run)
+    config = store.read_config()
+    k = _pick_round(store, round)
+    spec = spec_from_config(config, registry)
+    network = spec.build()
+    groups = module_groups(spec, network)
+    targets = prune_targets(groups)
+    rdir = round_dir(k)
+    stored = store.read_tensors(f"{rdir}/masks.safetensors")
+    try:
+        masks = {t.name: stored[t.name].bool() for t in targets}
+    except KeyError as exc:
+        raise CheckpointError(f"{store.path / rdir}/masks.safetensors has no mask for {exc}: "
+                              f"the run was made with another model version") from None
+    apply_masks(targets, [masks[t.name] for t in targets])
+    weights = f"{rdir}/ema.safetensors" if ema and store.has(f"{rdir}/ema.safetensors") else f"{rdir}/weights.safetensors"
+    load_plain_state_dict(network, store.read_tensors(weights), source=str(store.path / weights))
+    network.to(device).eval()
+    return LoadedRound(Path(run), k, config, spec, network, masks, groups, store.round_record(k))
+
+
+def record_metrics(run: str | Path, round: int, metrics: dict[str, Any]) -> None:
+    """Merge ``metrics`` into the stored metrics of a finished round (atomically, under the run's lock)."""
+    store = RunStore(run)
+    with RunLock(store.path):
+        record = store.round_record(round)
+        record["metrics"] = {**record.get("metrics", {}), **metrics}
+        store.write_json(f"{round_dir(round)}/record.json", record)

@@ -1,0 +1,63 @@
+"""Registration of the built-in components (entry point ``builtins`` of the ``ticketforge`` group)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..hookspecs import hookimpl
+from ..records import ComponentRecord, Option
+from .schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
+from .scorers import MagnitudeScorer, RandomScorer
+
+
+def _percent(value: float) -> float:
+    return float(value) / 100.0
+
+
+def _uniform(p: float = 20.0) -> UniformSchedule:
+    return UniformSchedule(_percent(p))
+
+
+def _incremental(p: float = 20.0, q: float = 1.0) -> IncrementalSchedule:
+    return IncrementalSchedule(_percent(p), _percent(q))
+
+
+def _global(p: float = 20.0) -> GlobalSchedule:
+    return GlobalSchedule(_percent(p))
+
+
+def _cka(kernel: str = "linear", debiased: bool = False) -> Any:
+    from ..similarity.cka import CKA  # imported lazily: numpy/scipy work only when used
+    return CKA(kernel=kernel, debiased=debiased)
+
+
+P = Option("p", float, 20.0, "percent of each group's remaining weights pruned per round")
+Q = Option("q", float, 1.0, "extra percent per group index (group j prunes p + j*q)")
+
+
+@hookimpl
+def ticketforge_scorers() -> list[ComponentRecord]:
+    return [
+        ComponentRecord("magnitude", MagnitudeScorer, "|w|: the smallest weights go first"),
+        ComponentRecord("random", RandomScorer, "uniform random scores from the run's seed (a control)"),
+    ]
+
+
+@hookimpl
+def ticketforge_schedules() -> list[ComponentRecord]:
+    return [
+        ComponentRecord("uniform", _uniform, "every group prunes p% of its remaining weights per round", (P,)),
+        ComponentRecord("incremental", _incremental,
+                        "group j prunes (p + j*q)% of its remaining weights per round (the paper's)", (P, Q)),
+        ComponentRecord("global", _global, "one threshold over all weights: p% of all remaining per round", (P,)),
+    ]
+
+
+@hookimpl
+def ticketforge_similarities() -> list[ComponentRecord]:
+    return [
+        ComponentRecord("cka", _cka, "centered kernel alignment (linear or RBF; debiased option)", (
+            Option("kernel", str, "linear", "linear or rbf"),
+            Option("debiased", bool, False, "unbiased HSIC estimator (use when features outnumber samples)"),
+        )),
+    ]

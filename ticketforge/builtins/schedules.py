@@ -1,0 +1,75 @@
+"""Built-in schedules: how much of each module group a round prunes.
+
+Ratios are fractions of the weights still unpruned in the group. The CLI and config files take
+percents, as the paper writes them (``--p 20 --q 1``); the classes take fractions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import ConfigError
+from ..protocols import Grouped
+from ..pruning import prune_global, prune_groupwise
+
+
+class RatioSchedule:
+    """Base class for per-group schedules: override :meth:`ratios` and you have a schedule.
+
+    Example::
+
+        class Halving(RatioSchedule):
+            def ratios(self, num_groups):
+                return [0.5] * num_groups
+    """
+
+    def ratios(self, num_groups: int) -> list[float]:
+        """Fraction of its remaining weights that group ``j`` loses each round."""
+        raise NotImplementedError
+
+    def validate(self, group_names: Sequence[str]) -> None:
+        ratios = self.ratios(len(group_names))
+        if len(ratios) != len(group_names):
+            raise ConfigError(f"{type(self).__name__}.ratios gave {len(ratios)} ratios for {len(group_names)} groups")
+        for j, (name, ratio) in enumerate(zip(group_names, ratios)):
+            if not 0.0 <= ratio < 1.0:
+                raise ConfigError(
+                    f"group {j} ({name}) would prune {ratio:.0%} of its remaining weights each round; "
+                    f"every ratio must be in [0%, 100%): lower p or q")
+
+    def prune(self, scores: Grouped, masks: Grouped) -> Grouped:
+        return prune_groupwise(scores, masks, self.ratios(len(scores)))
+
+
+class UniformSchedule(RatioSchedule):
+    """Every group prunes ``p`` of its remaining weights."""
+
+    def __init__(self, p: float = 0.2):
+        self.p = p
+
+    def ratios(self, num_groups: int) -> list[float]:
+        return [self.p] * num_groups
+
+
+class IncrementalSchedule(RatioSchedule):
+    """Group ``j`` (forward order) prunes ``p + j*q`` of its remaining weights: the paper's schedule."""
+
+    def __init__(self, p: float = 0.2, q: float = 0.01):
+        self.p, self.q = p, q
+
+    def ratios(self, num_groups: int) -> list[float]:
+        return [self.p + j * self.q for j in range(num_groups)]
+
+
+class GlobalSchedule:
+    """One magnitude threshold over all prunable weights: ``p`` of all remaining weights per round."""
+
+    def __init__(self, p: float = 0.2):
+        self.p = p
+
+    def validate(self, group_names: Sequence[str]) -> None:
+        if not 0.0 <= self.p < 1.0:
+            raise ConfigError(f"global schedule would prune {self.p:.0%} of the remaining weights; p must be in [0%, 100%)")
+
+    def prune(self, scores: Grouped, masks: Grouped) -> Grouped:
+        return prune_global(scores, masks, self.p)

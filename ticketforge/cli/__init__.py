@@ -1,0 +1,1 @@
+"""The ``ticketforge`` command line (click + rich)."""

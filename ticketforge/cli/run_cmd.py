@@ -1,0 +1,77 @@
+"""``ticketforge run``: find a ticket (train, prune, rewind, repeat)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..engine import Engine, RunConfig
+from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
+from .options import parse_key_values
+
+
+@click.command("run")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file with the same keys as these flags (flags override it).")
+@click.option("--model", default=None, help="Model plugin name (see `ticketforge list models`). [default: ddpm-unet]")
+@click.option("--preset", default=None, help="Model preset, e.g. tiny, mnist, cifar10. [default: the model's]")
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="Extra model keyword argument, repeatable (e.g. ch=64).")
+@click.option("--dataset", default=None, help="Dataset name (see `ticketforge list datasets`). [default: the preset's]")
+@click.option("--data-root", default=None, help="Folder (or file) the dataset is read from.")
+@click.option("--download/--no-download", default=None, help="Let torchvision download the dataset into --data-root.")
+@click.option("--schedule", default=None, help="Pruning schedule: uniform, incremental, global, ... [default: incremental]")
+@click.option("--scorer", default=None, help="Weight scorer: magnitude, random, ... [default: magnitude]")
+@click.option("--p", type=float, default=None, help="Percent of each group's remaining weights pruned per round. [default: 20]")
+@click.option("--q", type=float, default=None, help="Incremental schedule: group j prunes p + j*q percent. [default: 1]")
+@click.option("--rounds", type=int, default=None, help="Number of prunings (round 0 is the dense run). [default: the preset's]")
+@click.option("--steps-per-round", type=int, default=None, help="Training steps per round. [default: the preset's]")
+@click.option("--target-sparsity", type=float, default=None, help="Stop once this fraction is pruned (e.g. 0.95).")
+@click.option("--rewind", type=click.Choice(REWIND_MODES), default=None,
+              help="Rewind survivors to theta_tau (tau), theta_0 (init), or keep trained weights (none). [default: tau]")
+@click.option("--tau-frac", type=float, default=None, help="Rewind point as a fraction of the round's steps. [default: 0.05]")
+@click.option("--baseline", type=click.Choice(BASELINES), default=None,
+              help="Sanity baseline: random-reinit (fresh init each round) or random-prune (random masks). [default: none]")
+@click.option("--seed", type=int, default=None, help="Seed of init, data order, noise and random choices. [default: 0]")
+@click.option("--batch-size", type=int, default=None, help="Training batch size. [default: the preset's]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate. [default: the preset's]")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU. [default: auto]")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the network. [default: off]")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
+@click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
+@click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
+@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")
+@click.option("--artifacts/--no-artifacts", default=None, help="Write sample grids each round. [default: on]")
+@click.option("--fresh", is_flag=True, help="Delete the run folder and start over instead of resuming.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool, quiet: bool,
+            compile_: bool | None, **flags: object) -> None:
+    """Find a lottery ticket: train, prune, rewind, repeat.
+
+    Giving the same command again resumes: finished rounds are skipped and an interrupted round
+    continues from its last checkpoint. Percent values are written as in the paper (--p 20 --q 1).
+
+    \b
+    Examples:
+      ticketforge run --model ddpm-unet --schedule incremental
+      ticketforge run --preset mnist --dataset mnist --data-root ../shared/data/mnist --rounds 10
+      ticketforge run --config experiments/mnist.toml --seed 1
+    """
+    config = RunConfig.from_toml(config_file) if config_file else RunConfig()
+    overrides = dict(flags)
+    overrides["compile"] = compile_
+    if model_options:
+        overrides["model_options"] = {**config.model_options, **parse_key_values(model_options, "--model-option")}
+    config = config.merged(overrides)
+    engine = Engine(config, fresh=fresh)
+    if not quiet:
+        from ..builtins.reporter import RichReporter
+        engine.registry.pm.register(RichReporter(), name="rich-reporter")
+    try:
+        engine.run()
+    finally:
+        if not quiet:
+            engine.registry.pm.unregister(name="rich-reporter")
+    click.echo(f"Run folder: {Path(engine.run_dir)}")

@@ -1,0 +1,131 @@
+"""The run configuration: one flat, typed record that a TOML file, CLI flags or Python fill in.
+
+``None`` means "the model preset's default"; :meth:`RunConfig.resolve` fills those in, and the
+resolved config is what the run directory's hash and ``config.json`` are made of.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..protocols import TrainingDefaults
+
+REWIND_MODES = ("tau", "init", "none")
+BASELINES = ("none", "random-reinit", "random-prune")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+# Fields that change how a run is executed or shown, not what it computes: not part of its identity.
+RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root"})
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a lottery-ticket run. Percent values are written as in the paper."""
+
+    model: str = "ddpm-unet"
+    preset: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    schedule: str = "incremental"
+    p: float = 20.0
+    q: float = 1.0
+    scorer: str = "magnitude"
+    rounds: int | None = None
+    steps_per_round: int | None = None
+    target_sparsity: float | None = None
+    rewind: str = "tau"
+    tau_frac: float = 0.05
+    baseline: str = "none"
+    seed: int = 0
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    weight_decay: float | None = None
+    precision: str = "auto"
+    compile: bool = False
+    device: str = "auto"
+    out: str | None = None
+    runs_root: str = "runs"
+    log_every: int = 50
+    checkpoint_every: int = 500
+    artifacts: bool = True
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        """Read a TOML file holding the same keys as the CLI flags (``steps-per-round`` or ``steps_per_round``)."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        clean = {k.replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(clean) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        return cls(**clean)
+
+    def merged(self, overrides: dict[str, Any]) -> "RunConfig":
+        """A copy with every non-None override applied (CLI flags over a config file)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def check(self) -> None:
+        """Refuse impossible values before any work starts."""
+        if self.rewind not in REWIND_MODES:
+            raise ConfigError(f"rewind must be one of {', '.join(REWIND_MODES)}, not {self.rewind!r}")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"baseline must be one of {', '.join(BASELINES)}, not {self.baseline!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if not 0.0 <= self.tau_frac < 1.0:
+            raise ConfigError(f"tau_frac must be in [0, 1), not {self.tau_frac}")
+        if self.target_sparsity is not None and not 0.0 < self.target_sparsity < 1.0:
+            raise ConfigError(f"target sparsity is a fraction in (0, 1), not {self.target_sparsity} "
+                              f"(write 0.9 for 90%)")
+        for name in ("rounds", "steps_per_round", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "rounds" else 1):
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, not {value}")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("log-every and checkpoint-every must be at least 1")
+
+    def resolve(self, defaults: TrainingDefaults) -> "RunConfig":
+        """Fill every None hyperparameter from the model preset's defaults."""
+        filled = {}
+        for f in fields(TrainingDefaults):
+            if hasattr(self, f.name) and getattr(self, f.name) is None:
+                filled[f.name] = getattr(defaults, f.name)
+        if self.rounds is None:
+            filled["rounds"] = getattr(defaults, "rounds", 25)
+        return dataclasses.replace(self, **filled)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what the run computes (what its hash is made of)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
+
+    def digest(self) -> str:
+        """Short sha256 of :meth:`identity`: the run directory's name."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable ``key: stored -> current`` lines for the identity fields that differ."""
+    keys = sorted((set(stored) | set(current)) - RUNTIME_FIELDS)
+    return [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k)]

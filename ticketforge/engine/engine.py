@@ -1,0 +1,370 @@
+"""The lottery-ticket engine: Algorithm 1 of Jiang et al. on torch.nn.utils.prune.
+
+Round 0 trains the dense network from theta_0 and stores theta_tau after ``tau`` steps. Each later
+round scores the previous round's trained weights, lets the schedule choose new masks, rewinds the
+surviving weights (to theta_tau by default), resets optimizer and EMA, and trains again. Everything
+a round produces is written to the run store before the next one starts, so the same command
+resumes after any interruption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, ConfigError, TicketforgeError
+from ..protocols import ModelSpec, ModuleGroup, PruneTarget
+from ..pruning import apply_masks, current_masks, sparsity_of
+from ..pruning.select import prune_tensorwise_like
+from ..pruning.state import load_plain_state_dict, plain_state_dict
+from ..registry import Registry, get_registry
+from ..store import RunLock, RunStore
+from ..store.run_store import round_dir
+from .config import RunConfig, config_differences
+from .data import BatchSource, cache_path, hash_seed, materialize
+from .ema import EMA
+from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
+from .train import RoundSetup, make_optimizer, train_round
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class RunState:
+    """What lifecycle hooks see of a run."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    spec: ModelSpec
+    group_names: list[str]
+    device: torch.device
+    network: nn.Module | None = None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    """Score context handed to scorers."""
+
+    network: nn.Module
+    generator: torch.Generator
+    _loss: Any
+
+    def loss_on_batch(self) -> Tensor:
+        return self._loss()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type == "cpu":
+        return "fp32"
+    return precision
+
+
+def set_matmul_precision(precision: str) -> None:
+    """TF32 on for ``tf32`` (and ``bf16``, for the ops autocast leaves in float32), off for ``fp32``."""
+    tf32 = precision in ("tf32", "bf16")
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _component_name(obj: Any) -> str:
+    return obj if isinstance(obj, str) else f"python:{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+class Engine:
+    """Runs the train-prune-rewind loop.
+
+    Components may be given by name (resolved through the plugin registry) or as objects::
+
+        Engine(RunConfig(steps_per_round=200), schedule=MySchedule()).run()
+
+    Keyword arguments that are fields of :class:`RunConfig` override the config.
+    """
+
+    def __init__(self, config: RunConfig | None = None, *, model: str | ModelSpec | None = None,
+                 schedule: Any = None, scorer: Any = None, registry: Registry | None = None,
+                 fresh: bool = False, **overrides: Any):
+        config = config or RunConfig()
+        names = {f.name for f in dataclasses.fields(RunConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown run option {unknown[0]!r}")
+        for key, obj in (("model", model), ("schedule", schedule), ("scorer", scorer)):
+            if obj is not None:
+                overrides[key] = _component_name(obj)
+        self.config = dataclasses.replace(config, **overrides)
+        self.config.check()
+        self.registry = registry or get_registry()
+        self.fresh = fresh
+        self._objects = {"model": model, "schedule": schedule, "scorer": scorer}
+        self.spec = self._model()
+        self.config = self.config.resolve(self.spec.defaults)
+        self.schedule = self._component("schedules", "schedule", self._schedule_options())
+        self.scorer = self._component("scorers", "scorer", {})
+        self.device = resolve_device(self.config.device)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.run_dir = Path(self.config.out) if self.config.out else \
+            Path(self.config.runs_root) / f"{self.config.model.replace(':', '-')}-{self.config.schedule.replace(':', '-')}-{self.config.digest()}"
+        self.store = RunStore(self.run_dir)
+
+    # -- components -------------------------------------------------------------------------------
+    def _model(self) -> ModelSpec:
+        obj = self._objects["model"]
+        if obj is not None and not isinstance(obj, str):
+            return obj
+        options = dict(self.config.model_options)
+        if self.config.preset is not None:
+            options["preset"] = self.config.preset
+        return self.registry.create("models", self.config.model, **options)
+
+    def _schedule_options(self) -> dict[str, float]:
+        options = self.registry.get("schedules", self.config.schedule).options \
+            if isinstance(self._objects["schedule"], (str, type(None))) else ()
+        names = {o.name for o in options}
+        return {k: getattr(self.config, k) for k in ("p", "q") if k in names}
+
+    def _component(self, kind: str, key: str, options: dict[str, Any]) -> Any:
+        obj = self._objects[key]
+        if obj is not None and not isinstance(obj, str):
+            return obj
+        return self.registry.create(kind, getattr(self.config, key), **options)
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        """Run (or resume) every round; returns the round records."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        network = self.spec.build()
+        groups = module_groups(self.spec, network)
+        if not groups:
+            raise ConfigError(f"model {cfg.model!r} has no prunable modules")
+        self.schedule.validate([g.name for g in groups])  # before any training
+        set_matmul_precision(self.precision)
+        if self.fresh and self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        with RunLock(self.run_dir):
+            return self._run_locked(network, groups)
+
+    def _run_locked(self, network: nn.Module, groups: list[ModuleGroup]) -> list[dict[str, Any]]:
+        cfg, store = self.config, self.store
+        store.clean()
+        resolved = {**dataclasses.asdict(cfg), "model_config": self.spec.config}
+        if store.exists():
+            stored = store.read_config()
+            diff = config_differences(stored, resolved)
+            if diff:
+                raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(diff[:3])}): "
+                                  f"use another --out, or --fresh to overwrite it")
+        else:
+            store.write_config(resolved)
+        network.to(self.device)
+        targets = prune_targets(groups)
+        state = RunState(self.run_dir, resolved, self.spec, [g.name for g in groups], self.device, network)
+        finished = store.finished_rounds()
+        state.rounds = [store.round_record(k) for k in finished]  # before run_start: hooks see a resume
+        self.registry.hook.ticketforge_run_start(run=state)
+        batches = self._batches()
+        theta_0 = self._initial_weights(network)
+        k = 0
+        while True:
+            if k in finished:
+                record = store.round_record(k)
+            else:
+                record = self._train_round(k, network, groups, targets, batches, theta_0, state)
+                state.rounds.append(record)
+            if k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity):
+                break
+            k += 1
+        self.registry.hook.ticketforge_run_end(run=state, rounds=state.rounds)
+        return state.rounds
+
+    def _batches(self) -> BatchSource:
+        cfg = self.config
+        dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
+        images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root))
+        return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
+
+    def _initial_weights(self, network: nn.Module) -> dict[str, Tensor]:
+        """theta_0: built from the seed once, then always read back from the run."""
+        if self.store.has("init.safetensors"):
+            theta_0 = self.store.read_tensors("init.safetensors")
+        else:
+            theta_0 = plain_state_dict(network)
+            self.store.write_tensors("init.safetensors", theta_0, {"format": "ticketforge-weights/1"})
+        return theta_0
+
+    # -- one round --------------------------------------------------------------------------------
+    def _masks_for(self, k: int, network: nn.Module, targets: list[PruneTarget], batches: BatchSource) -> list[Tensor]:
+        """Round k's masks: all ones for round 0, else the schedule applied to round k-1's weights."""
+        rel = f"{round_dir(k)}/masks.safetensors"
+        if k == 0:
+            return [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+        if self.store.has(rel):
+            try:
+                stored = self.store.read_tensors(rel)
+                return [stored[t.name].bool() for t in targets]
+            except (CheckpointError, KeyError):
+                pass  # an unfinished round's masks are recomputed, never trusted when damaged
+        prev = f"{round_dir(k - 1)}"
+        prev_masks = self.store.read_tensors(f"{prev}/masks.safetensors") if k > 1 else None
+        old = [prev_masks[t.name].bool() for t in targets] if prev_masks else \
+            [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+        apply_masks(targets, old)
+        load_plain_state_dict(network, self.store.read_tensors(f"{prev}/weights.safetensors"), source=f"{prev}/weights")
+        gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "score", k))
+        ctx = _Context(network, gen, lambda: self.spec.loss(network, batches.batch(k - 1, 0), gen))
+        scores = self.scorer.score(targets, ctx)
+        new = self.schedule.prune(group_tensors(targets, scores), group_tensors(targets, [m.to(self.device) for m in old]))
+        if self.config.baseline == "random-prune":
+            rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
+            new = prune_tensorwise_like(new, group_tensors(targets, old), rand_gen)
+        masks = [m.bool().cpu() for m in flatten(new)]
+        self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
+        return masks
+
+    def _start_weights(self, k: int, theta_0: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The weights round k starts from: theta_0 for round 0, else the rewind point."""
+        cfg = self.config
+        if k == 0:
+            return theta_0
+        if cfg.baseline == "random-reinit":
+            if not self.store.has("reinit.safetensors"):
+                torch.manual_seed(hash_seed(cfg.seed, "reinit"))
+                self.store.write_tensors("reinit.safetensors", plain_state_dict(self.spec.build()))
+            return self.store.read_tensors("reinit.safetensors")
+        if cfg.rewind == "init":
+            return theta_0
+        if cfg.rewind == "none":
+            return self.store.read_tensors(f"{round_dir(k - 1)}/weights.safetensors")
+        if not self.store.has("rewind.safetensors"):
+            raise CheckpointError(f"{self.run_dir}/rewind.safetensors (theta_tau) is missing: start over with --fresh")
+        return self.store.read_tensors("rewind.safetensors")
+
+    def _train_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
+                     batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
+        cfg, store = self.config, self.store
+        masks = self._masks_for(k, network, targets, batches)
+        apply_masks(targets, [m.to(self.device) for m in masks])
+        load_plain_state_dict(network, self._start_weights(k, theta_0), source="rewind weights")
+        sparsity = sparsity_of(masks)
+        tau = math.ceil(cfg.tau_frac * cfg.steps_per_round)
+        if k == 0 and tau == 0 and not store.has("rewind.safetensors"):
+            store.write_tensors("rewind.safetensors", plain_state_dict(network))
+        optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device)
+        ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
+        gen = torch.Generator(device=self.device).manual_seed(hash_seed(cfg.seed, "train", k))
+        torch.manual_seed(hash_seed(cfg.seed, "dropout", k))
+        start = self._resume(k, network, optimizer, ema, gen)
+        setup = RoundSetup(k, cfg.steps_per_round, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
+                           cfg.log_every, cfg.checkpoint_every, self.precision)
+        self.registry.hook.ticketforge_round_start(run=state, round_index=k, sparsity=sparsity, steps=cfg.steps_per_round)
+        forward = torch.compile(network) if cfg.compile else network
+
+        def on_step(done: int) -> None:
+            if k == 0 and done == tau and not store.has("rewind.safetensors"):
+                store.write_tensors("rewind.safetensors", plain_state_dict(network))
+
+        def on_log(done: int, metrics: dict[str, float]) -> None:
+            store.append_log({"round": k, "step": done, **metrics})
+            self.registry.hook.ticketforge_train_step(run=state, round_index=k, step=done, metrics=metrics)
+
+        def on_checkpoint(done: int) -> None:
+            self._checkpoint(k, done, network, optimizer, ema, gen)
+
+        t0 = time.perf_counter()
+        try:
+            summary = train_round(setup, self.spec, network, optimizer, ema, batches, gen, start,
+                                  on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward)
+        except KeyboardInterrupt:
+            raise TicketforgeError(f"interrupted in round {k}; finished rounds and the last checkpoint are kept: "
+                                   f"give the same command to resume") from None
+        seconds = time.perf_counter() - t0
+        record = self._finish_round(k, network, groups, targets, masks, ema, sparsity,
+                                    {**summary, "steps": cfg.steps_per_round, "seconds": seconds,
+                                     "steps_per_s": (cfg.steps_per_round - start) / max(seconds, 1e-9)})
+        self.registry.hook.ticketforge_round_end(run=state, round_index=k, record=record)
+        return record
+
+    def _checkpoint(self, k: int, step: int, network: nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: EMA | None, gen: torch.Generator) -> None:
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.store.write_checkpoint(CHECKPOINT, {
+            "round": k, "step": step,
+            "weights": plain_state_dict(network),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "generator": gen.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng,
+        })
+
+    def _resume(self, k: int, network: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
+                gen: torch.Generator) -> int:
+        """Restore round k's last checkpoint if there is one; returns the step to start from."""
+        if not self.store.has(CHECKPOINT):
+            return 0
+        try:
+            ckpt = self.store.read_checkpoint(CHECKPOINT)
+            if ckpt["round"] != k:
+                return 0
+            load_plain_state_dict(network, ckpt["weights"], source=CHECKPOINT)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ema is not None and ckpt["ema"] is not None:
+                ema.load_state_dict(ckpt["ema"])
+            gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["cpu_rng"])
+            if ckpt["cuda_rng"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+            return int(ckpt["step"])
+        except (CheckpointError, KeyError, ValueError, RuntimeError):
+            # A damaged checkpoint costs the round's progress, never the run.
+            return 0
+
+    def _finish_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
+                      masks: list[Tensor], ema: EMA | None, sparsity: float, metrics: dict[str, Any]) -> dict[str, Any]:
+        store, rdir = self.store, round_dir(k)
+        if not store.has(f"{rdir}/masks.safetensors"):
+            store.write_tensors(f"{rdir}/masks.safetensors", {t.name: m for t, m in zip(targets, masks)})
+        store.write_tensors(f"{rdir}/weights.safetensors", plain_state_dict(network))
+        if ema is not None:
+            with ema.swapped():
+                store.write_tensors(f"{rdir}/ema.safetensors", plain_state_dict(network))
+        kept = sum(int(m.sum()) for m in masks)
+        metrics = {**metrics, "nonzero_params": kept, "prunable_params": sum(m.numel() for m in masks),
+                   "total_params": sum(p.numel() for p in network.parameters())}
+        if self.config.artifacts and hasattr(self.spec, "round_artifacts"):
+            gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "artifacts"))
+            network.eval()
+            with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
+                written = self.spec.round_artifacts(network, store.path / rdir, gen)
+            for path in written or []:
+                store.write_file(str(Path(path).relative_to(store.path)))
+        record = {"round": k, "sparsity": sparsity, "mask_sha256": mask_digest(masks),
+                  "groups": group_summary(groups, targets, masks), "metrics": metrics}
+        store.write_json(f"{rdir}/record.json", record)
+        store.forget(CHECKPOINT)
+        return record
+

@@ -1,0 +1,71 @@
+"""Every hook a ticketforge plugin can implement (pluggy project ``ticketforge``).
+
+Registration hooks return a list of :class:`~ticketforge.records.ComponentRecord`. Lifecycle hooks
+are called by the engine; reporters and loggers implement them. ``docs/hooks.md`` documents each
+hook, and a test fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "ticketforge"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def ticketforge_scorers() -> list:
+    """Scorers: give each prunable weight an importance score (lowest pruned first)."""
+
+
+@hookspec
+def ticketforge_schedules() -> list:
+    """Schedules: decide how many weights each module group loses per round."""
+
+
+@hookspec
+def ticketforge_models() -> list:
+    """Models: factories of :class:`~ticketforge.protocols.ModelSpec` (network, loss, groups, sampler)."""
+
+
+@hookspec
+def ticketforge_datasets() -> list:
+    """Datasets: factories ``(root, download, train, **options) -> Dataset`` of (image, label)."""
+
+
+@hookspec
+def ticketforge_similarities() -> list:
+    """Similarity measures between two representations (CKA, ...)."""
+
+
+@hookspec
+def ticketforge_evaluators() -> list:
+    """Evaluators of sample quality (FID, Frechet distances on other features, KID, ...)."""
+
+
+@hookspec
+def ticketforge_run_start(run: Any) -> None:
+    """A run starts (or resumes); ``run`` is the :class:`~ticketforge.engine.RunState`."""
+
+
+@hookspec
+def ticketforge_round_start(run: Any, round_index: int, sparsity: float, steps: int) -> None:
+    """A round starts training with the given sparsity for ``steps`` steps."""
+
+
+@hookspec
+def ticketforge_train_step(run: Any, round_index: int, step: int, metrics: dict) -> None:
+    """Every ``log_every`` steps: ``metrics`` holds loss, lr and steps/s."""
+
+
+@hookspec
+def ticketforge_round_end(run: Any, round_index: int, record: dict) -> None:
+    """A round finished; ``record`` is its entry as ``ticketforge inspect --json`` shows it."""
+
+
+@hookspec
+def ticketforge_run_end(run: Any, rounds: list) -> None:
+    """The run finished; ``rounds`` are all round records."""

@@ -1,0 +1,66 @@
+"""Masks applied through ``torch.nn.utils.prune``, one reparametrization per tensor at a time.
+
+Iterative ``prune`` calls stack ``PruningContainer``s that each keep a mask copy, so memory grows
+every round. Here a round's masks are always applied fresh: :func:`remove_masks` first, then one
+``custom_from_mask`` per tensor. The mask buffer is stored as ``bool`` (1 byte per weight; the
+prune hook computes ``weight_orig * weight_mask``, which promotes it), and ``weight_orig`` is zeroed
+where the mask is off so that pruned entries are exactly zero everywhere, optimiser or not.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from ..protocols import PruneTarget
+
+
+def is_pruned(module: nn.Module, name: str = "weight") -> bool:
+    """Whether ``module.<name>`` is currently reparametrized by torch.nn.utils.prune."""
+    return hasattr(module, f"{name}_mask") and hasattr(module, f"{name}_orig")
+
+
+def remove_masks(targets: Sequence[PruneTarget]) -> None:
+    """Make every pruned weight a plain Parameter again (its values already carry the mask)."""
+    for t in targets:
+        if is_pruned(t.module):
+            prune.remove(t.module, "weight")
+
+
+@torch.no_grad()
+def apply_masks(targets: Sequence[PruneTarget], masks: Sequence[Tensor]) -> None:
+    """Apply one bool mask per target, replacing whatever reparametrization was there."""
+    if len(targets) != len(masks):
+        raise ValueError(f"{len(targets)} targets but {len(masks)} masks")
+    remove_masks(targets)
+    for t, mask in zip(targets, masks):
+        weight = t.module.weight
+        if mask.shape != weight.shape:
+            raise ValueError(f"mask of {t.name} has shape {tuple(mask.shape)}, weight {tuple(weight.shape)}")
+        mask = mask.to(device=weight.device, dtype=torch.bool)
+        weight.mul_(mask)
+        prune.custom_from_mask(t.module, "weight", mask)
+        # custom_from_mask stores a float copy; keep the bool one (4x less memory).
+        t.module.weight_mask = mask
+        t.module.weight = t.module.weight_orig * mask
+
+
+def current_masks(targets: Sequence[PruneTarget]) -> list[Tensor]:
+    """The bool mask of each target (all ones for a target that is not pruned)."""
+    out = []
+    for t in targets:
+        if is_pruned(t.module):
+            out.append(t.module.weight_mask.detach().bool().clone())
+        else:
+            out.append(torch.ones_like(t.module.weight, dtype=torch.bool))
+    return out
+
+
+def sparsity_of(masks: Sequence[Tensor]) -> float:
+    """Fraction of entries that are pruned (0.0 for no entries)."""
+    total = sum(m.numel() for m in masks)
+    kept = sum(int(m.sum()) for m in masks)
+    return 0.0 if total == 0 else 1.0 - kept / total

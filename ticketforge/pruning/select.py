@@ -1,0 +1,85 @@
+"""Which weights to prune: pure functions ``(scores, masks, ratios) -> masks``.
+
+A ratio applies to the weights still unpruned (open_lth's ``pruning_fraction``): pruning 20% twice
+leaves 64%. Already-pruned weights stay pruned; exactly ``round(ratio * remaining)`` more are pruned,
+lowest scores first (ties broken by position, so the result is deterministic).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..protocols import Grouped
+
+
+def _prune_pooled(scores: Sequence[Tensor], masks: Sequence[Tensor], ratio: float) -> list[Tensor]:
+    """Prune ``ratio`` of the remaining weights of several tensors against one pooled threshold."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
+    if not scores:
+        return []
+    flat_masks = torch.cat([m.reshape(-1).bool().cpu() for m in masks])
+    remaining = int(flat_masks.sum())
+    n_prune = int(round(ratio * remaining))
+    new_flat = flat_masks.clone()
+    if n_prune > 0:
+        flat_scores = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
+        # Pruned weights are out of the competition: push them above every live score.
+        flat_scores = torch.where(flat_masks, flat_scores, torch.full_like(flat_scores, float("inf")))
+        order = torch.argsort(flat_scores, stable=True)
+        new_flat[order[:n_prune]] = False
+    out, start = [], 0
+    for m in masks:
+        n = m.numel()
+        out.append(new_flat[start:start + n].reshape(m.shape).to(m.device))
+        start += n
+    return out
+
+
+def prune_groupwise(scores: Grouped, masks: Grouped, ratios: Sequence[float]) -> Grouped:
+    """Prune ``ratios[j]`` of the remaining weights of group j, pooling the group's tensors."""
+    if not (len(scores) == len(masks) == len(ratios)):
+        raise ValueError(f"{len(scores)} score groups, {len(masks)} mask groups, {len(ratios)} ratios")
+    return [_prune_pooled(s, m, r) for s, m, r in zip(scores, masks, ratios)]
+
+
+def prune_global(scores: Grouped, masks: Grouped, ratio: float) -> Grouped:
+    """Prune ``ratio`` of all remaining weights against one threshold across every group."""
+    flat_s = [s for group in scores for s in group]
+    flat_m = [m for group in masks for m in group]
+    pruned = _prune_pooled(flat_s, flat_m, ratio)
+    out, i = [], 0
+    for group in masks:
+        out.append(pruned[i:i + len(group)])
+        i += len(group)
+    return out
+
+
+def prune_tensorwise_like(reference: Grouped, masks: Grouped, generator: torch.Generator) -> Grouped:
+    """Random masks, nested in ``masks``, with exactly the per-tensor counts of ``reference``.
+
+    The ``random-prune`` baseline: the same sparsity per tensor as the ticket, random positions.
+    """
+    out = []
+    for ref_group, mask_group in zip(reference, masks):
+        new_group = []
+        for ref, mask in zip(ref_group, mask_group):
+            n_prune = int(mask.sum()) - int(ref.sum())
+            noise = torch.rand(mask.shape, generator=generator, dtype=torch.float64)
+            new_group.append(_prune_count(noise, mask, max(n_prune, 0)))
+        out.append(new_group)
+    return out
+
+
+def _prune_count(scores: Tensor, mask: Tensor, n_prune: int) -> Tensor:
+    """Prune exactly ``n_prune`` more live entries of one tensor, lowest scores first."""
+    flat_mask = mask.reshape(-1).bool().cpu()
+    if n_prune == 0:
+        return mask.bool().clone()
+    flat_scores = torch.where(flat_mask, scores.reshape(-1).double().cpu(), torch.tensor(float("inf"), dtype=torch.float64))
+    new = flat_mask.clone()
+    new[torch.argsort(flat_scores, stable=True)[:n_prune]] = False
+    return new.reshape(mask.shape).to(mask.device)

@@ -1,0 +1,141 @@
+"""The plugin manager: finds plugins through the ``ticketforge`` entry-point group and resolves names.
+
+The core's built-ins register through that same group, exactly like a third-party package. A plugin
+that fails to import (or whose hook raises) is recorded as broken and skipped; the others keep
+working. A name registered twice is an error naming both distributions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .records import KINDS, ComponentRecord
+
+ENTRY_POINT_GROUP = "ticketforge"
+_HOOKS = {kind: f"ticketforge_{kind}" for kind in KINDS}
+_SINGULAR = {"scorers": "scorer", "schedules": "schedule", "models": "model", "datasets": "dataset",
+             "similarities": "similarity", "evaluators": "evaluator"}
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that could not be loaded or whose registration hook raised."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+class Registry:
+    """Named components of every installed plugin, by kind."""
+
+    def __init__(self, pm: pluggy.PluginManager, distributions: dict[str, str], broken: list[BrokenPlugin]):
+        self.pm = pm
+        self.broken = broken
+        self._distributions = distributions
+        self._records: dict[str, dict[str, ComponentRecord]] = {kind: {} for kind in KINDS}
+        self._errors: list[str] = []
+        for kind in KINDS:
+            self._collect(kind)
+        if self._errors:
+            raise PluginError(self._errors[0])
+
+    @property
+    def hook(self) -> Any:
+        """The lifecycle hook relay (``registry.hook.ticketforge_round_end(...)``)."""
+        return self.pm.hook
+
+    def _collect(self, kind: str) -> None:
+        caller = getattr(self.pm.hook, _HOOKS[kind])
+        for impl in caller.get_hookimpls():
+            dist = self._distributions.get(impl.plugin_name, impl.plugin_name)
+            try:
+                records = list(impl.function() or [])
+            except Exception as exc:  # a plugin's bug must not take the others down
+                self.broken.append(BrokenPlugin(impl.plugin_name, dist, f"{_HOOKS[kind]} raised {exc!r}"))
+                continue
+            for record in records:
+                self._add(kind, replace(record, plugin=dist))
+
+    def _add(self, kind: str, record: ComponentRecord) -> None:
+        known = self._records[kind]
+        if record.name in known and known[record.name].plugin != record.plugin:
+            self._errors.append(
+                f"{_SINGULAR[kind]} {record.name!r} is registered by both {known[record.name].plugin!r} "
+                f"and {record.plugin!r}: uninstall one of them")
+            return
+        known[record.name] = record
+
+    def records(self, kind: str) -> dict[str, ComponentRecord]:
+        """Every record of ``kind`` by name, in registration order."""
+        if kind not in self._records:
+            raise PluginError(f"unknown component kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        return dict(self._records[kind])
+
+    def get(self, kind: str, name: str) -> ComponentRecord:
+        """The record called ``name``; a usage error listing the known names otherwise."""
+        known = self.records(kind)
+        if name in known:
+            return known[name]
+        hint = difflib.get_close_matches(name, known, n=1)
+        did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+        names = ", ".join(sorted(known)) or "none installed"
+        raise PluginError(f"unknown {_SINGULAR[kind]} {name!r} (known: {names}).{did_you_mean}")
+
+    def create(self, kind: str, name: str, **options: Any) -> Any:
+        """Build the component ``name`` of ``kind`` with its factory's keyword options."""
+        record = self.get(kind, name)
+        allowed = {o.name for o in record.options}
+        unknown = sorted(set(options) - allowed) if record.options else []
+        if unknown:
+            raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
+                              f"(options: {', '.join(sorted(allowed))})")
+        return record.factory(**options)
+
+
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def build_registry(*, entry_points: bool = True, plugins: Iterable[Any] = ()) -> Registry:
+    """A registry of the installed plugins (``entry_points``) plus ``plugins`` given directly."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    distributions: dict[str, str] = {}
+    broken: list[BrokenPlugin] = []
+    if entry_points:
+        for ep in _entry_points():
+            dist = ep.dist.name if ep.dist is not None else ep.name
+            try:
+                pm.register(ep.load(), name=ep.name)
+                distributions[ep.name] = dist
+            except Exception as exc:  # report and skip: one broken plugin never takes the rest down
+                broken.append(BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}"))
+    for plugin in plugins:
+        name = pm.register(plugin)
+        distributions[name] = getattr(plugin, "__name__", type(plugin).__name__)
+    return Registry(pm, distributions, broken)
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry of installed plugins, built on first use."""
+    global _registry
+    if _registry is None:
+        _registry = build_registry()
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the cached registry (tests, or after installing a plugin at run time)."""
+    global _registry
+    _registry = None
