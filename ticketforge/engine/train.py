@@ -73,6 +73,7 @@ def train_round(
     network.train()
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    step_t = torch.full((), start_step - 1, dtype=torch.long, device=device)
     window, t_window, last_loss = 0, time.perf_counter(), float("nan")
     amp = autocast_for(setup.precision, device)
     for step in range(start_step, setup.steps):
@@ -90,7 +91,8 @@ def train_round(
             ema.update()
         loss = loss.detach().float()
         # Remember the first non-finite step without a host sync.
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), torch.tensor(step, device=device), bad_step)
+        step_t += 1
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_t, bad_step)
         loss_sum += loss
         window += 1
         done = step + 1

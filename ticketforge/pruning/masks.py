@@ -1,8 +1,9 @@
 """Masks applied through ``torch.nn.utils.prune``, one reparametrization per tensor at a time.
 
 Iterative ``prune`` calls stack ``PruningContainer``s that each keep a mask copy, so memory grows
-every round. Here a round's masks are always applied fresh: :func:`remove_masks` first, then one
-``custom_from_mask`` per tensor. The mask buffer is stored as ``bool`` (1 byte per weight; the
+every round. Here each tensor gets one ``custom_from_mask`` reparametrization, and later rounds
+overwrite its mask in place: no stacking, no new hooks, and a ``torch.compile``d network (or its
+CUDA graphs) sees the new masks without recompiling. The mask buffer is stored as ``bool`` (1 byte per weight; the
 prune hook computes ``weight_orig * weight_mask``, which promotes it), and ``weight_orig`` is zeroed
 where the mask is off so that pruned entries are exactly zero everywhere, optimiser or not.
 """
@@ -23,6 +24,13 @@ def is_pruned(module: nn.Module, name: str = "weight") -> bool:
     return hasattr(module, f"{name}_mask") and hasattr(module, f"{name}_orig")
 
 
+def _single_custom_mask(module: nn.Module) -> bool:
+    """Whether the module carries exactly one ``custom_from_mask`` reparametrization with a bool mask."""
+    hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
+    return (len(hooks) == 1 and isinstance(hooks[0], prune.CustomFromMask)
+            and getattr(module, "weight_mask", None) is not None and module.weight_mask.dtype == torch.bool)
+
+
 def remove_masks(targets: Sequence[PruneTarget]) -> None:
     """Make every pruned weight a plain Parameter again (its values already carry the mask)."""
     for t in targets:
@@ -35,14 +43,21 @@ def apply_masks(targets: Sequence[PruneTarget], masks: Sequence[Tensor]) -> None
     """Apply one bool mask per target, replacing whatever reparametrization was there."""
     if len(targets) != len(masks):
         raise ValueError(f"{len(targets)} targets but {len(masks)} masks")
-    remove_masks(targets)
     for t, mask in zip(targets, masks):
-        weight = t.module.weight
-        if mask.shape != weight.shape:
-            raise ValueError(f"mask of {t.name} has shape {tuple(mask.shape)}, weight {tuple(weight.shape)}")
+        module = t.module
+        if mask.shape != module.weight.shape:
+            raise ValueError(f"mask of {t.name} has shape {tuple(mask.shape)}, weight {tuple(module.weight.shape)}")
+        if _single_custom_mask(module):
+            module.weight_mask.copy_(mask)
+            module.weight_orig.mul_(module.weight_mask)
+            module.weight = module.weight_orig * module.weight_mask
+            continue
+        if is_pruned(module):
+            prune.remove(module, "weight")
+        weight = module.weight
         mask = mask.to(device=weight.device, dtype=torch.bool)
         weight.mul_(mask)
-        prune.custom_from_mask(t.module, "weight", mask)
+        prune.custom_from_mask(module, "weight", mask)
         # custom_from_mask stores a float copy; keep the bool one (4x less memory).
         t.module.weight_mask = mask
         t.module.weight = t.module.weight_orig * mask

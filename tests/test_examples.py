@@ -1,0 +1,39 @@
+"""The example scripts run on the toy model and do what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_custom_schedule(registry, tmp_path, capsys):
+    example = _load("custom_schedule")
+    rounds = example.main(["--model", "toy", "--rounds", "2", "--steps-per-round", "10", "--p", "30",
+                           "--edge-factor", "0.5", "--device", "cpu", "--out", str(tmp_path / "run")],
+                          registry=registry)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    groups = {g["name"]: g["sparsity"] for g in rounds[-1]["groups"]}
+    assert list(groups) == ["inp", "mid", "out"]
+    # Two rounds of "prune r of the remaining": 1 - (1 - r)^2 (edges r = 15%, middle r = 30%).
+    assert groups["inp"] == pytest.approx(1 - 0.85 ** 2, abs=0.02)
+    assert groups["out"] == pytest.approx(1 - 0.85 ** 2, abs=0.02)
+    assert groups["mid"] == pytest.approx(1 - 0.70 ** 2, abs=0.01)
+    out = capsys.readouterr().out
+    assert "round 2:" in out and "mid" in out
+
+
+def test_custom_schedule_ratios():
+    schedule = _load("custom_schedule").GentleEdges(0.2, 0.5)
+    assert schedule.ratios(4) == [0.1, 0.2, 0.2, 0.1]
+    schedule.validate(["a", "b", "c", "d"])
