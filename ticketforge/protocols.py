@@ -132,8 +132,8 @@ class Evaluator(Protocol):
 
     def evaluate(self, spec: ModelSpec, network: nn.Module, *, dataset: torch.utils.data.Dataset,
                  n_samples: int, generator: torch.Generator, device: torch.device,
-                 **options: Any) -> dict[str, float]:
-        """Metric name -> value; the caller records sample count, sampler and seed with it."""
+                 **options: Any) -> dict[str, Any]:
+        """Metric name -> value, plus what produced it (sample count, sampler, steps, feature hash)."""
 
 
 DatasetFactory = Any

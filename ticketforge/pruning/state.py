@@ -51,11 +51,13 @@ def load_plain_state_dict(network: nn.Module, state: dict[str, Tensor], *, sourc
     for key, value in state.items():
         mod_name, _, attr = key.rpartition(".")
         module = modules[mod_name]
-        if attr == "weight" and is_pruned(module):
-            target, value = module.weight_orig, value.to(module.weight_orig.device) * module.weight_mask
-        else:
-            target = getattr(module, attr)
+        pruned = attr == "weight" and is_pruned(module)
+        target = module.weight_orig if pruned else getattr(module, attr)
         if target.shape != value.shape:
             raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
                                   f"{tuple(target.shape)} (weights of another model configuration)")
         target.copy_(value)
+        if pruned:
+            target.mul_(module.weight_mask)
+            # ``weight`` is otherwise refreshed only by the next forward's pre-hook.
+            module.weight = module.weight_orig * module.weight_mask

@@ -1,0 +1,204 @@
+"""Training and sampling throughput of the engine's own step, baseline and optimised, in one process.
+
+Every variant runs the engine's ``train_round`` (the code a real run uses) on random images held on
+the device, from the same initial weights. Printed last: a table of steps/s, images/s, model FLOP
+utilisation (FLOPs of one training step counted by ``torch.utils.flop_counter`` over the measured
+bf16 matmul peak) and peak memory; ``--json`` writes the full numbers.
+
+    python benchmarks/bench.py --preset cifar10 --json out.json        # on a GPU
+    python benchmarks/bench.py --smoke                                   # CPU, seconds (run by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ticketforge.engine.data import BatchSource
+from ticketforge.engine.ema import EMA
+from ticketforge.engine.engine import set_matmul_precision
+from ticketforge.engine.groups import module_groups, prune_targets
+from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
+from ticketforge.pruning import apply_masks
+from ticketforge.pruning.state import load_plain_state_dict, plain_state_dict
+from ticketforge.registry import get_registry
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    precision: str  # fp32, tf32, bf16
+    compile: bool = False
+    sparsity: float = 0.0
+    channels_last: bool = False
+
+
+VARIANTS = {v.name: v for v in [
+    Variant("eager-fp32", "fp32"),
+    Variant("eager-tf32", "tf32"),
+    Variant("eager-bf16", "bf16"),
+    Variant("compile-tf32", "tf32", compile=True),
+    Variant("compile-bf16", "bf16", compile=True),
+    Variant("compile-bf16-cl", "bf16", compile=True, channels_last=True),
+    Variant("compile-bf16-sparse90", "bf16", compile=True, sparsity=0.9),
+    Variant("eager-tf32-sparse90", "tf32", sparsity=0.9),
+]}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_tflops(device: torch.device) -> float | None:
+    """Measured bf16 matmul rate (TFLOP/s) on random 8192^3 operands: the MFU denominator."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * 8192 ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def step_flops(spec: Any, network: torch.nn.Module, batch: torch.Tensor, precision: str, device: torch.device) -> int:
+    """FLOPs of one forward+backward training step (2 per multiply-add), counted by torch."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    with FlopCounterMode(display=False) as counter, autocast_for(precision, device):
+        spec.loss(network, batch, gen).backward()
+    network.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def random_masks(targets: list, sparsity: float, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(t.module.weight.shape, generator=gen) >= sparsity for t in targets]
+
+
+def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
+                   warmup: int, steps: int, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(0)
+    network = spec.build().to(device)
+    targets = prune_targets(module_groups(spec, network))
+    apply_masks(targets, [m.to(device) for m in random_masks(targets, variant.sparsity)])
+    load_plain_state_dict(network, init)
+    if variant.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    set_matmul_precision(variant.precision)
+    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device)
+    ema = EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None
+    batches = BatchSource(images, batch_size, seed=0, device=device)
+    forward = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) \
+        if variant.compile else network
+    gen = torch.Generator(device=device).manual_seed(0)
+    setup = RoundSetup(0, warmup + steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
+                       variant.precision)
+    marks: list[tuple[int, float, float]] = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def on_log(done: int, metrics: dict[str, float]) -> None:
+        sync(device)
+        marks.append((done, time.perf_counter(), metrics["loss"]))
+
+    t_start = time.perf_counter()
+    train_round(setup, spec, network, optimizer, ema, batches, gen, 0, on_log=on_log, on_checkpoint=lambda s: None,
+                forward_network=forward)
+    (s0, t0, _), (s1, t1, last_loss) = marks[0], marks[-1]
+    rate = (s1 - s0) / (t1 - t0)
+    return {"variant": variant.name, "steps_per_s": rate, "images_per_s": rate * batch_size,
+            "warmup_s": t0 - t_start, "final_loss": last_loss, "losses": [m[2] for m in marks],
+            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
+
+
+def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(0)
+    network = spec.build().to(device)
+    load_plain_state_dict(network, init)
+    network.eval()
+    set_matmul_precision("bf16")
+    net = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) if compiled else network
+    gen = torch.Generator(device=device)
+    with torch.no_grad(), autocast_for("bf16", device):
+        spec.sample(net, n, generator=gen.manual_seed(0), sampler="ddim", steps=min(steps, 5))  # warm-up / compile
+        sync(device)
+        t0 = time.perf_counter()
+        spec.sample(net, n, generator=gen.manual_seed(1), sampler="ddim", steps=steps)
+        sync(device)
+    seconds = time.perf_counter() - t0
+    return {"variant": f"sample-{'compile' if compiled else 'eager'}-bf16", "images_per_s": n / seconds,
+            "seconds": seconds, "n": n, "ddim_steps": steps}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cifar10")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=30, help="steps before timing (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=150, help="timed steps")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--sample-n", type=int, default=512)
+    parser.add_argument("--sample-steps", type=int, default=100)
+    parser.add_argument("--no-sampling", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps: checks the harness runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.preset, args.batch_size, args.warmup, args.steps, args.device = "tiny", 4, 2, 2, "cpu"
+        args.variants, args.sample_n, args.sample_steps = "eager-fp32,eager-tf32-sparse90", 2, 2
+    device = torch.device(args.device)
+    spec = get_registry().create("models", "ddpm-unet", preset=args.preset)
+    torch.manual_seed(0)
+    init = plain_state_dict(spec.build())
+    c, s = spec.config["in_channels"], spec.config["data_size"]
+    images = torch.randint(0, 256, (max(4096, args.batch_size), c, s, s), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    peak = matmul_peak_tflops(device)
+    probe = spec.build().to(device)
+    flops = {p: step_flops(spec, probe, BatchSource(images, args.batch_size, 0, device).batch(0, 0), p, device)
+             for p in ("fp32",)}["fp32"]
+    rows = []
+    for name in args.variants.split(","):
+        row = bench_training(spec, VARIANTS[name], init, images, args.batch_size, args.warmup, args.steps, device)
+        row["tflops"] = flops * row["steps_per_s"] / 1e12
+        row["mfu"] = row["tflops"] / peak if peak else None
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
+    if not args.no_sampling:
+        for compiled in (False, True) if device.type == "cuda" else (False,):
+            rows.append(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, device))
+            print(json.dumps(rows[-1]), flush=True)
+    report = {"preset": args.preset, "batch_size": args.batch_size, "device": str(device),
+              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+              "torch": torch.__version__, "train_step_flops": flops, "bf16_matmul_peak_tflops": peak,
+              "warmup_steps": args.warmup, "timed_steps": args.steps, "rows": rows}
+    base = next((r for r in rows if r["variant"] == "eager-tf32"), None) or rows[0]
+    print(f"\n{args.preset} batch {args.batch_size} on {report['card']} (torch {torch.__version__}); "
+          f"speedup vs {base['variant']}; peak bf16 matmul {peak and round(peak)} TFLOP/s")
+    print(f"{'variant':28s} {'steps/s':>8s} {'img/s':>9s} {'speedup':>8s} {'MFU':>6s} {'peak GiB':>9s} {'loss':>8s}")
+    for r in rows:
+        sps = r.get("steps_per_s")
+        print(f"{r['variant']:28s} {sps or float('nan'):8.2f} {r['images_per_s']:9.1f} "
+              f"{(sps / base['steps_per_s']) if sps else float('nan'):8.2f} "
+              f"{(r.get('mfu') or float('nan')):6.1%} {(r.get('peak_memory_gib') or float('nan')):9.2f} "
+              f"{r.get('final_loss', float('nan')):8.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()

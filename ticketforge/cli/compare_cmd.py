@@ -1,0 +1,150 @@
+"""``ticketforge compare``: two tickets module by module: CKA of weights or activations, mask overlap."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import UsageError
+from ..similarity.cka import activation_cka, mask_jaccard, weight_cka
+from .options import echo_json, json_option, round_option
+
+
+def _random_jaccard(da: float, db: float) -> float:
+    """Expected Jaccard index of two independent random masks of densities ``da`` and ``db``."""
+    union = da + db - da * db
+    return da * db / union if union else 1.0
+
+
+def _safe(score: Any) -> float | None:
+    """CKA as a float, None when undefined (too few output channels, a constant layer)."""
+    try:
+        value = float(score())
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "linear", debiased: bool = True,
+                   samples: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Per-module CKA and mask Jaccard of two :class:`~ticketforge.api.LoadedRound`, upstream first.
+
+    ``weights`` mode compares ``module.weight`` rows (output channels as samples); ``activations``
+    mode feeds ``samples`` identical example inputs (seeded) to both networks and compares outputs.
+    """
+    if a.config.get("model") != b.config.get("model") or a.spec.config != b.spec.config:
+        raise UsageError("the two runs use different models; CKA per module needs the same architecture")
+    names = [(group.name, name) for group in a.groups for name, _ in group.modules]
+    missing = [name for _, name in names if name not in b.masks]
+    if missing:
+        raise UsageError(f"module {missing[0]!r} is not pruned in the second run: the runs' module groups differ")
+    if mode == "weights":
+        mods_a, mods_b = dict(a.network.named_modules()), dict(b.network.named_modules())
+        scores = {name: _safe(lambda: weight_cka(mods_a[name], mods_b[name], debiased=debiased, kernel=kernel))
+                  for _, name in names}
+    elif mode == "activations":
+        device = next(a.network.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            inputs = tuple(a.spec.example_inputs(samples, device))
+        b.network.to(device)
+        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], kernel, debiased=debiased)
+        scores = {name: None if math.isnan(value) else value for name, value in raw.items()}
+    else:
+        raise UsageError(f"--mode must be weights or activations, not {mode!r}")
+    rows = []
+    for group, name in names:
+        ma, mb = a.masks[name], b.masks[name]
+        da, db = float(ma.float().mean()), float(mb.float().mean())
+        rows.append({"module": name, "group": group, "cka": scores[name], "jaccard": mask_jaccard(ma, mb),
+                     "jaccard_random": _random_jaccard(da, db), "density_a": da, "density_b": db})
+    all_a = torch.cat([a.masks[n].flatten() for _, n in names])
+    all_b = torch.cat([b.masks[n].flatten() for _, n in names])
+    return {"run_a": str(a.run_dir), "round_a": a.round, "run_b": str(b.run_dir), "round_b": b.round,
+            "mode": mode, "kernel": kernel, "debiased": debiased, "samples": samples if mode == "activations" else None,
+            "jaccard": mask_jaccard(all_a, all_b), "modules": rows}
+
+
+def require_matplotlib() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or a one-line usage error."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'ticketforge[plots]'") from None
+    return plt
+
+
+def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
+    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted)."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * max(len(r) for r in series.values())), 3.5))
+    for label, rows in series.items():
+        line, = ax.plot([math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".", label=f"CKA {label}")
+        ax.plot([r["jaccard"] for r in rows], linestyle=":", color=line.get_color(), label=f"mask Jaccard {label}")
+    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{doc['mode']} CKA ({doc['kernel']}, {'debiased' if doc['debiased'] else 'biased'}): "
+                        f"{doc['run_a']} round {doc['round_a']} vs {doc['run_b']} round {doc['round_b']}",
+                  title_justify="left")
+    for col in ("group", "module", "CKA", "mask Jaccard", "random masks", "density a", "density b"):
+        table.add_column(col, justify="left" if col in ("group", "module") else "right")
+    for r in doc["modules"]:
+        cka = "n/a" if r["cka"] is None else f"{r['cka']:.3f}"
+        table.add_row(r["group"], r["module"], cka, f"{r['jaccard']:.3f}", f"{r['jaccard_random']:.3f}",
+                      f"{100 * r['density_a']:.1f}%", f"{100 * r['density_b']:.1f}%")
+    console.print(table)
+    console.print(f"overall mask Jaccard {doc['jaccard']:.3f} ('random masks': expected for independent masks "
+                  f"of the same densities; n/a: CKA undefined, e.g. fewer than 4 output channels)")
+
+
+@click.command("compare")
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False))
+@round_option
+@click.option("--round-b", type=int, default=None, help="Round of RUN_B when it differs from --round.")
+@click.option("--mode", type=click.Choice(["weights", "activations"]), default="weights", show_default=True)
+@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+@click.option("--biased", is_flag=True,
+              help="Biased HSIC estimator (default: debiased, right when features outnumber samples).")
+@click.option("--samples", type=int, default=64, show_default=True, help="Inputs per forward pass (activations mode).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example inputs (activations mode).")
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of CKA per module (needs matplotlib).")
+def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, mode: str, kernel: str, biased: bool,
+            samples: int, seed: int, device: str, as_json: bool, plot: str | None) -> None:
+    """Compare two tickets module by module, upstream to downstream: CKA and mask Jaccard.
+
+    CKA is Kornblith et al.'s (with the square root); weights mode treats each output channel's
+    weights as a sample. Two unrelated tickets give debiased CKA near 0.
+    """
+    from ..api import load_round
+    if plot:
+        require_matplotlib()
+    a = load_round(run_a, round_, device=device)
+    b = load_round(run_b, round_ if round_b is None else round_b, device=device)
+    doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
+    if plot:
+        plot_cka({f"{Path(run_a).name}/{a.round} vs {Path(run_b).name}/{b.round}": doc["modules"]}, plot,
+                 title=f"{mode} CKA per module")
+    if as_json:
+        echo_json(doc)
+    else:
+        render(doc, Console())
+        if plot:
+            click.echo(f"wrote {plot}")

@@ -1,0 +1,178 @@
+"""``ticketforge report``: a markdown report of one or more runs, with PNG plots.
+
+Writes ``DIR/report.md`` (a per-round table: sparsity, parameters, theoretical MACs, stored scores),
+``DIR/report.json`` (the same data), ``score-<evaluator>.png`` (score vs sparsity, one line per run),
+``cka.png`` (weight CKA per module) and a copy of each round's ``samples.png`` where the run has one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from .compare_cmd import compare_rounds, plot_cka, require_matplotlib
+from .eval_cmd import headline
+from .flops_cmd import human_macs
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Evaluator name -> its headline score and how it was made, from a round's stored metrics."""
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            try:
+                key, score = headline(value)
+            except UsageError:
+                continue
+            out[name] = {"key": key, "value": score, **{k: value.get(k) for k in
+                         ("n_samples", "sampler", "steps", "featurizer_sha256", "seed")}}
+    return out
+
+
+def summarize_run(run: str, *, flops: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Config and per-round rows of a run; MACs are counted with one trace, then re-read densities."""
+    from ..api import load_round
+    from ..metrics.flops import count_macs, flops_report
+    from ..store import RunStore
+    from ..store.run_store import round_dir
+
+    store = RunStore(run)
+    config = store.read_config()
+    rows, count = [], None
+    for k in store.finished_rounds():
+        record = store.round_record(k)
+        metrics = record.get("metrics", {})
+        row: dict[str, Any] = {"round": k, "sparsity": record["sparsity"],
+                               "nonzero_params": metrics.get("nonzero_params"),
+                               "total_params": metrics.get("total_params"), "scores": _scores(metrics)}
+        if flops:
+            loaded = load_round(run, k, ema=False, device=device)
+            if count is None:
+                count = count_macs(loaded.network, loaded.spec.example_inputs(1, device))
+            doc = flops_report(loaded.network, (), count=count)
+            row.update(dense_macs=doc["dense_macs"], sparse_macs=doc["sparse_macs"], other_macs=doc["other_macs"])
+        samples = store.path / round_dir(k) / "samples.png"
+        row["samples"] = str(samples) if samples.is_file() else None
+        rows.append(row)
+    return {"run": str(run), "config": config, "rounds": rows}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def markdown_table(summary: dict[str, Any], evaluators: list[str]) -> list[str]:
+    has_macs = any("dense_macs" in r for r in summary["rounds"])
+    head = ["round", "sparsity", "kept weights"] + (["dense MACs", "sparse MACs", "reduction"] if has_macs else [])
+    head += [f"{name}" for name in evaluators]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary["rounds"]:
+        cells = [str(r["round"]), f"{100 * r['sparsity']:.2f}%", _fmt(r["nonzero_params"], ",")]
+        if has_macs:
+            factor = r["dense_macs"] / r["sparse_macs"] if r.get("sparse_macs") else None
+            cells += [human_macs(r["dense_macs"]), human_macs(r["sparse_macs"]), _fmt(factor, ".2f") + "x"]
+        for name in evaluators:
+            s = r["scores"].get(name)
+            cells.append(f"{s['key']} {s['value']:.3f} (n={s['n_samples']}, {s['sampler']} {s['steps']})" if s else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot_scores(summaries: list[dict[str, Any]], name: str, path: Path) -> None:
+    """Headline score of evaluator ``name`` against sparsity, one line per run."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    key = name
+    for summary in summaries:
+        points = [(100 * r["sparsity"], r["scores"][name]["value"]) for r in summary["rounds"] if name in r["scores"]]
+        if points:
+            key = next(r["scores"][name]["key"] for r in summary["rounds"] if name in r["scores"])
+            ax.plot(*zip(*points), marker="o", label=Path(summary["run"]).name)
+    ax.set(xlabel="sparsity (%)", ylabel=key, title=f"{key} vs sparsity")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cka_series(summaries: list[dict[str, Any]], device: str) -> dict[str, list[dict[str, Any]]]:
+    """Weight CKA per module: last round vs round 0 for one run; else run 1's last vs each other's."""
+    from ..api import load_round
+    first = summaries[0]
+    if len(summaries) == 1:
+        rounds = [r["round"] for r in first["rounds"]]
+        if len(rounds) < 2:
+            return {}
+        a, b = load_round(first["run"], rounds[-1], device=device), load_round(first["run"], rounds[0], device=device)
+        return {f"round {a.round} vs {b.round}": compare_rounds(a, b)["modules"]}
+    a = load_round(first["run"], None, device=device)
+    series = {}
+    for other in summaries[1:]:
+        b = load_round(other["run"], None, device=device)
+        try:
+            series[f"{Path(first['run']).name} vs {Path(other['run']).name}"] = compare_rounds(a, b)["modules"]
+        except UsageError:  # another model: nothing to compare module by module
+            continue
+    return series
+
+
+def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = True, device: str = "cpu") -> Path:
+    """Write the report of ``runs`` into ``out``; returns the markdown file."""
+    import json
+    require_matplotlib()
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = [summarize_run(run, flops=flops, device=device) for run in runs]
+    evaluators = sorted({name for s in summaries for r in s["rounds"] for name in r["scores"]})
+    md = ["# ticketforge report", ""]
+    for i, s in enumerate(summaries):
+        cfg, name = s["config"], Path(s["run"]).name
+        preset = f" ({cfg['preset']})" if cfg.get("preset") else ""
+        md += [f"## {name}", "", f"`{s['run']}`: {cfg.get('model')}{preset} on {cfg.get('dataset')}, "
+               f"schedule {cfg.get('schedule')} (p={cfg.get('p')}, q={cfg.get('q')}), scorer {cfg.get('scorer')}, "
+               f"rewind {cfg.get('rewind')}, baseline {cfg.get('baseline')}, seed {cfg.get('seed')}", ""]
+        md += markdown_table(s, evaluators) + [""]
+        for r in s["rounds"]:
+            if r["samples"]:
+                target = f"{i}-{name}-round-{r['round']:04d}-samples.png"
+                shutil.copyfile(r["samples"], out / target)
+                md += [f"Round {r['round']} ({100 * r['sparsity']:.2f}% sparse): ![samples]({target})", ""]
+    if flops:
+        md += ["MACs are theoretical, per image, counted by fvcore (1 MAC = 1 multiply-add). Sparse MACs skip "
+               "pruned Conv/Linear weights only; attention, norms and upsampling stay dense. Unstructured sparsity "
+               "gives no wall-clock speed-up on GPUs.", ""]
+    for name in evaluators:
+        plot_scores(summaries, name, out / f"score-{name}.png")
+        shas = sorted({r["scores"][name].get("featurizer_sha256") or "" for s in summaries for r in s["rounds"]
+                       if name in r["scores"]})
+        md += [f"![{name} vs sparsity](score-{name}.png)", "",
+               f"{name}: featurizer sha256 {', '.join(x[:16] for x in shas if x) or 'not recorded'}. Scores compare "
+               f"only at equal featurizer, sample count, sampler and steps.", ""]
+    if cka:
+        series = cka_series(summaries, device)
+        if series:
+            plot_cka(series, out / "cka.png", title="weight CKA per module (debiased, linear)")
+            md += ["## CKA per module", "", "![CKA per module](cka.png)", "",
+                   "Debiased linear CKA of each module's weight rows, upstream to downstream; "
+                   "dotted: mask Jaccard.", ""]
+    (out / "report.json").write_text(json.dumps(summaries, indent=2, default=str))
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder to write report.md and plots into.")
+@click.option("--flops/--no-flops", default=True, show_default=True, help="Count theoretical MACs of every round.")
+@click.option("--cka/--no-cka", default=True, show_default=True, help="Plot weight CKA per module.")
+@click.option("--device", default="cpu", show_default=True)
+def command(runs: tuple[str, ...], out: str, flops: bool, cka: bool, device: str) -> None:
+    """Markdown report of one or more runs: per-round table, score vs sparsity, CKA per module, samples."""
+    path = write_report(list(runs), Path(out), flops=flops, cka=cka, device=device)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,1 @@
+"""Measurements: theoretical FLOPs (MACs), Frechet distance, KID."""

@@ -1,0 +1,1 @@
+"""Similarity of two networks: CKA on weights or activations, mask overlap."""
