@@ -122,22 +122,23 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
 
 
-def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, device: torch.device) -> dict[str, Any]:
+def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, precision: str,
+                   device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     network = spec.build().to(device)
     load_plain_state_dict(network, init)
     network.eval()
-    set_matmul_precision("bf16")
+    set_matmul_precision(precision)
     net = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) if compiled else network
     gen = torch.Generator(device=device)
-    with torch.no_grad(), autocast_for("bf16", device):
+    with torch.no_grad(), autocast_for(precision, device):
         spec.sample(net, n, generator=gen.manual_seed(0), sampler="ddim", steps=min(steps, 5))  # warm-up / compile
         sync(device)
         t0 = time.perf_counter()
         spec.sample(net, n, generator=gen.manual_seed(1), sampler="ddim", steps=steps)
         sync(device)
     seconds = time.perf_counter() - t0
-    return {"variant": f"sample-{'compile' if compiled else 'eager'}-bf16", "images_per_s": n / seconds,
+    return {"variant": f"sample-{'compile' if compiled else 'eager'}-{precision}", "images_per_s": n / seconds,
             "seconds": seconds, "n": n, "ddim_steps": steps}
 
 
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec = get_registry().create("models", "ddpm-unet", preset=args.preset)
     torch.manual_seed(0)
     init = plain_state_dict(spec.build())
-    c, s = spec.config["in_channels"], spec.config["data_size"]
+    c, s = spec.config["in_channels"], spec.config.get("data_size") or spec.config["image_size"]
     images = torch.randint(0, 256, (max(4096, args.batch_size), c, s, s), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     peak = matmul_peak_tflops(device)
@@ -177,21 +178,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
     if not args.no_sampling:
-        for compiled in (False, True) if device.type == "cuda" else (False,):
-            rows.append(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, device))
+        runs = [(False, "tf32"), (False, "bf16"), (True, "bf16")] if device.type == "cuda" else [(False, "fp32")]
+        for compiled, precision in runs:
+            rows.append(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, precision, device))
             print(json.dumps(rows[-1]), flush=True)
     report = {"preset": args.preset, "batch_size": args.batch_size, "device": str(device),
               "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
               "torch": torch.__version__, "train_step_flops": flops, "bf16_matmul_peak_tflops": peak,
               "warmup_steps": args.warmup, "timed_steps": args.steps, "rows": rows}
     base = next((r for r in rows if r["variant"] == "eager-tf32"), None) or rows[0]
+    sample_base = next((r for r in rows if r["variant"] == "sample-eager-tf32"), None)
     print(f"\n{args.preset} batch {args.batch_size} on {report['card']} (torch {torch.__version__}); "
           f"speedup vs {base['variant']}; peak bf16 matmul {peak and round(peak)} TFLOP/s")
     print(f"{'variant':28s} {'steps/s':>8s} {'img/s':>9s} {'speedup':>8s} {'MFU':>6s} {'peak GiB':>9s} {'loss':>8s}")
     for r in rows:
         sps = r.get("steps_per_s")
-        print(f"{r['variant']:28s} {sps or float('nan'):8.2f} {r['images_per_s']:9.1f} "
-              f"{(sps / base['steps_per_s']) if sps else float('nan'):8.2f} "
+        speedup = sps / base["steps_per_s"] if sps else \
+            (r["images_per_s"] / sample_base["images_per_s"] if sample_base else float("nan"))
+        print(f"{r['variant']:28s} {sps or float('nan'):8.2f} {r['images_per_s']:9.1f} {speedup:8.2f} "
               f"{(r.get('mfu') or float('nan')):6.1%} {(r.get('peak_memory_gib') or float('nan')):9.2f} "
               f"{r.get('final_loss', float('nan')):8.4f}")
     if args.json:

@@ -113,3 +113,24 @@ def test_apply_masks_keeps_one_bool_mask_per_tensor_and_zeroes_pruned_weights():
         hooks = list(conv._forward_pre_hooks.values())
         assert len(hooks) == 1 and type(hooks[0]).__name__ == "CustomFromMask"
     assert math.isclose(sparsity_of([torch.tensor([True, False, False, True])]), 0.5)
+
+
+def test_new_masks_take_effect_in_a_compiled_network_without_recompiling():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    targets = [PruneTarget("0", net[0], 0, "a"), PruneTarget("2", net[2], 1, "b")]
+    apply_masks(targets, [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets])
+    torch._dynamo.reset()
+    from torch._dynamo.testing import CompileCounter
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter)
+    x = torch.rand(2, 1, 6, 6)
+    for k in range(3):
+        masks = [torch.rand(t.module.weight.shape, generator=torch.Generator().manual_seed(k)) > 0.3 * (k + 1)
+                 for t in targets]
+        apply_masks(targets, masks)
+        with torch.no_grad():
+            expect = nn.functional.conv2d(torch.relu(nn.functional.conv2d(x, net[0].weight_orig * masks[0], net[0].bias, padding=1)),
+                                          net[2].weight_orig * masks[1], net[2].bias, padding=1)
+            assert torch.allclose(compiled(x), expect, atol=1e-6)
+    assert counter.frame_count == 1

@@ -62,14 +62,17 @@ def train_round(
     on_checkpoint: Callable[[int], None],
     on_step: Callable[[int], None] = lambda step: None,
     forward_network: nn.Module | None = None,
+    reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """Train from ``start_step`` to ``setup.steps``; returns the round's summary metrics.
 
     ``on_step(step)`` runs after each completed step (the engine stores the rewind point there);
     ``on_checkpoint(step)`` after every ``checkpoint_every`` steps, once the loss is known finite.
+    ``reduce(loss_sum, bad_step)`` runs at those sync points only (under torchrun: the mean loss and the
+    first non-finite step over all processes, so every rank stops at the same step).
     """
     device = batches.device
-    net_fwd = forward_network or network
+    net_fwd = forward_network if forward_network is not None else network
     network.train()
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
@@ -99,7 +102,8 @@ def train_round(
         at_log = done % setup.log_every == 0 or done == setup.steps
         at_ckpt = done % setup.checkpoint_every == 0 and done < setup.steps
         if at_log or at_ckpt:
-            first_bad = int(bad_step)
+            window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
+            first_bad = int(bad_any)
             if first_bad >= 0:
                 raise TrainingDiverged(
                     f"loss became non-finite at round {setup.round_index}, step {first_bad} "
@@ -108,7 +112,7 @@ def train_round(
         on_step(done)
         if at_log:
             now = time.perf_counter()
-            last_loss = float(loss_sum) / window
+            last_loss = float(window_loss) / window
             on_log(done, {"loss": last_loss, "lr": lr, "steps_per_s": window / max(now - t_window, 1e-9)})
             loss_sum.zero_()
             window, t_window = 0, now
