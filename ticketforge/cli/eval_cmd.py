@@ -29,16 +29,19 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
     """Evaluate each round (the last finished one when ``rounds`` is None) and record the scores.
 
     Scores are stored in the round's metrics under the evaluator's name, with the seed and whether
-    EMA weights were used; each evaluation draws its samples from ``seed``.
+    EMA weights were used; each evaluation draws its samples from ``seed``. Under torchrun the
+    evaluator shards the sampling over the processes and rank 0 stores the scores.
     """
     from ..api import load_round, record_metrics
+    from ..engine import distributed
     from ..engine.engine import resolve_device
     from ..registry import get_registry
     from ..store import RunStore
 
     registry = get_registry()
     evaluator = registry.create("evaluators", evaluator_name, **options)
-    dev = resolve_device(device)
+    ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
+    dev = ctx.device
     config = RunStore(run).read_config()
     dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
                               download=bool(config.get("download")), train=True)
@@ -49,9 +52,11 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
         scores = evaluator.evaluate(loaded.spec, loaded.network, dataset=dataset, n_samples=n_samples,
                                     generator=gen, device=dev, sampler=sampler, steps=steps)
         scores = {**scores, "seed": seed, "ema": ema}
-        record_metrics(run, loaded.round, {evaluator_name: scores})
+        if ctx.is_main:
+            record_metrics(run, loaded.round, {evaluator_name: scores})
         results.append({"round": loaded.round, "sparsity": loaded.record.get("sparsity"),
                         "evaluator": evaluator_name, "scores": scores})
+    ctx.barrier()  # every process returns once rank 0 stored the scores
     return results
 
 
@@ -74,18 +79,24 @@ def command(run: str, round_: int | None, all_rounds: bool, evaluator: str, n_sa
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     Every score is stored with its sample count, sampler, steps, seed and featurizer sha256.
+    Under torchrun (torchrun --nproc-per-node N -m ticketforge eval ...) the samples are drawn
+    across the processes.
     """
+    from ..engine.distributed import launch_env
     from ..store import RunStore
     if all_rounds and round_ is not None:
         raise UsageError("give --round K or --all, not both")
     rounds = RunStore(run).finished_rounds() if all_rounds else ([round_] if round_ is not None else None)
     if rounds == []:
         raise UsageError(f"{run} has no finished round yet")
-    if n_samples < MIN_REPORTED_SAMPLES:
+    main = launch_env()[0] == 0
+    if n_samples < MIN_REPORTED_SAMPLES and main:
         click.echo(f"note: {n_samples} samples; distances are biased upward at small counts, and any "
                    f"published figure needs {MIN_REPORTED_SAMPLES} at the least", err=True)
     results = evaluate_rounds(run, rounds, evaluator, n_samples=n_samples, sampler=sampler, steps=steps,
                               options=parse_key_values(options, "--option"), seed=seed, device=device, ema=not no_ema)
+    if not main:
+        return
     if as_json:
         echo_json(results)
         return

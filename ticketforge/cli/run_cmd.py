@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from ..engine import Engine, RunConfig
 from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
+from ..errors import UsageError
 from .options import parse_key_values
 
 
@@ -44,10 +47,13 @@ from .options import parse_key_values
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")
 @click.option("--artifacts/--no-artifacts", default=None, help="Write sample grids each round. [default: on]")
+@click.option("--nproc", type=int, default=None,
+              help="Train each round on N processes (GPUs) of this machine: re-executes this command under "
+                   "torchrun --standalone --nproc-per-node N. The batch size stays the global batch. [default: 1]")
 @click.option("--fresh", is_flag=True, help="Delete the run folder and start over instead of resuming.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool, quiet: bool,
-            compile_: bool | None, **flags: object) -> None:
+            compile_: bool | None, nproc: int | None, **flags: object) -> None:
     """Find a lottery ticket: train, prune, rewind, repeat.
 
     Giving the same command again resumes: finished rounds are skipped and an interrupted round
@@ -58,7 +64,18 @@ def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool
       ticketforge run --model ddpm-unet --schedule incremental
       ticketforge run --preset mnist --dataset mnist --data-root ../shared/data/mnist --rounds 10
       ticketforge run --config experiments/mnist.toml --seed 1
+      ticketforge run --preset cifar10 --nproc 2      (or: torchrun --nproc-per-node 2 -m ticketforge run ...)
     """
+    if nproc is not None:
+        if nproc < 1:
+            raise UsageError(f"--nproc must be at least 1, not {nproc}")
+        world = os.environ.get("WORLD_SIZE")
+        if world is None and nproc > 1:
+            from ..engine.distributed import relaunch, without_option
+            code = relaunch(nproc, without_option(sys.argv[1:], "--nproc"))
+            raise SystemExit(code)
+        if world is not None and int(world) != nproc:
+            raise UsageError(f"--nproc {nproc} under torchrun with WORLD_SIZE {world}: drop --nproc")
     config = RunConfig.from_toml(config_file) if config_file else RunConfig()
     overrides = dict(flags)
     overrides["compile"] = compile_
@@ -74,4 +91,5 @@ def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool
     finally:
         if not quiet:
             engine.registry.pm.unregister(name="rich-reporter")
-    click.echo(f"Run folder: {Path(engine.run_dir)}")
+    if engine.dist.is_main:
+        click.echo(f"Run folder: {Path(engine.run_dir)}")

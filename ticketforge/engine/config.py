@@ -22,7 +22,11 @@ BASELINES = ("none", "random-reinit", "random-prune")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 # Fields that change how a run is executed or shown, not what it computes: not part of its identity.
-RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root"})
+# ``world_size`` (processes under torchrun) is recorded but kept out, so a run may resume on another
+# number of GPUs: the global batch and its data are the same, only float reduction order and the
+# per-rank noise streams differ.
+RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
+                            "world_size"})
 
 
 @dataclass
@@ -60,6 +64,7 @@ class RunConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     artifacts: bool = True
+    world_size: int = 1  # set by the engine from torchrun's WORLD_SIZE; recorded, not chosen
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":

@@ -8,6 +8,7 @@ GPU, so the images live on the training device and no host-to-device copy sits i
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ def materialize(dataset: Dataset, cache: Path | None = None) -> Tensor:
     images = torch.cat(chunks)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")  # concurrent runs may cache at once
         torch.save(images, tmp)
         tmp.replace(cache)
     return images

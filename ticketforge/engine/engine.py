@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import re
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from ..pruning import apply_masks, current_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import load_plain_state_dict, plain_state_dict
 from ..registry import Registry, get_registry
-from ..store import RunLock, RunStore
+from ..store import RunStore
 from ..store.run_store import round_dir
+from . import distributed
 from .config import RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
@@ -142,12 +142,22 @@ class Engine:
         self.schedule = self._component("schedules", "schedule", self._schedule_options())
         self.scorer = self._component("scorers", "scorer", {})
         self.device = resolve_device(self.config.device)
+        # Under torchrun: join the process group; a GPU becomes cuda:LOCAL_RANK (see distributed.py).
+        self.dist = distributed.setup(self.device)
+        self.device = self.dist.device
+        self.dist.check_batch_size(self.config.batch_size)
+        self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
         self.run_dir = Path(self.config.out) if self.config.out else \
             Path(self.config.runs_root) / f"{_slug(self.config.model)}-{_slug(self.config.schedule)}-{self.config.digest()}"
-        self.store = RunStore(self.run_dir)
+        self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
         # CUDA graphs remove the launch overhead that bounds these U-Nets; there are none on a CPU.
         self.compile_mode = None if self.device.type == "cpu" else "reduce-overhead"
+
+    @property
+    def hooks(self) -> Any:
+        """The lifecycle hooks: rank 0's alone under torchrun."""
+        return self.dist.hooks(self.registry.hook)
 
     # -- components -------------------------------------------------------------------------------
     def _model(self) -> ModelSpec:
@@ -182,9 +192,7 @@ class Engine:
             raise ConfigError(f"model {cfg.model!r} has no prunable modules")
         self.schedule.validate([g.name for g in groups])  # before any training
         set_matmul_precision(self.precision)
-        if self.fresh and self.run_dir.exists():
-            shutil.rmtree(self.run_dir)
-        with RunLock(self.run_dir):
+        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the folder first
             return self._run_locked(network, groups)
 
     def _run_locked(self, network: nn.Module, groups: list[ModuleGroup]) -> list[dict[str, Any]]:
@@ -204,7 +212,7 @@ class Engine:
         state = RunState(self.run_dir, resolved, self.spec, [g.name for g in groups], self.device, network)
         finished = store.finished_rounds()
         state.rounds = [store.round_record(k) for k in finished]  # before run_start: hooks see a resume
-        self.registry.hook.ticketforge_run_start(run=state)
+        self.hooks.ticketforge_run_start(run=state)
         batches = self._batches()
         theta_0 = self._initial_weights(network)
         k = 0
@@ -217,13 +225,14 @@ class Engine:
             if k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity):
                 break
             k += 1
-        self.registry.hook.ticketforge_run_end(run=state, rounds=state.rounds)
+        self.hooks.ticketforge_run_end(run=state, rounds=state.rounds)
         return state.rounds
 
     def _batches(self) -> BatchSource:
         cfg = self.config
-        dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
-        images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root))
+        with self.dist.main_first():  # one process downloads and fills the cache, the others read it
+            dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
+            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root))
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 
     def _initial_weights(self, network: nn.Module) -> dict[str, Tensor]:
@@ -286,6 +295,7 @@ class Engine:
                      batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
         cfg, store = self.config, self.store
         masks = self._masks_for(k, network, targets, batches)
+        self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
         apply_masks(targets, [m.to(self.device) for m in masks])
         load_plain_state_dict(network, self._start_weights(k, theta_0), source="rewind weights")
         sparsity = sparsity_of(masks)
@@ -294,12 +304,12 @@ class Engine:
             store.write_tensors("rewind.safetensors", plain_state_dict(network))
         optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device)
         ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
-        gen = torch.Generator(device=self.device).manual_seed(hash_seed(cfg.seed, "train", k))
-        torch.manual_seed(hash_seed(cfg.seed, "dropout", k))
+        gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
+        torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
         start = self._resume(k, network, optimizer, ema, gen)
         setup = RoundSetup(k, cfg.steps_per_round, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
                            cfg.log_every, cfg.checkpoint_every, self.precision)
-        self.registry.hook.ticketforge_round_start(run=state, round_index=k, sparsity=sparsity, steps=cfg.steps_per_round)
+        self.hooks.ticketforge_round_start(run=state, round_index=k, sparsity=sparsity, steps=cfg.steps_per_round)
         forward = self._forward_network(network)
 
         def on_step(done: int) -> None:
@@ -308,31 +318,34 @@ class Engine:
 
         def on_log(done: int, metrics: dict[str, float]) -> None:
             store.append_log({"round": k, "step": done, **metrics})
-            self.registry.hook.ticketforge_train_step(run=state, round_index=k, step=done, metrics=metrics)
+            self.hooks.ticketforge_train_step(run=state, round_index=k, step=done, metrics=metrics)
 
         def on_checkpoint(done: int) -> None:
             self._checkpoint(k, done, network, optimizer, ema, gen)
 
         t0 = time.perf_counter()
         try:
-            summary = train_round(setup, self.spec, network, optimizer, ema, batches, gen, start,
-                                  on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward)
+            summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen, start,
+                                  on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward,
+                                  reduce=self.dist.reduce_window)
         except KeyboardInterrupt:
             raise TicketforgeError(f"interrupted in round {k}; finished rounds and the last checkpoint are kept: "
                                    f"give the same command to resume") from None
         seconds = time.perf_counter() - t0
         record = self._finish_round(k, network, groups, targets, masks, ema, sparsity,
                                     {**summary, "steps": cfg.steps_per_round, "seconds": seconds,
-                                     "steps_per_s": (cfg.steps_per_round - start) / max(seconds, 1e-9)})
-        self.registry.hook.ticketforge_round_end(run=state, round_index=k, record=record)
+                                     "steps_per_s": (cfg.steps_per_round - start) / max(seconds, 1e-9),
+                                     "world_size": self.dist.world_size})
+        self.hooks.ticketforge_round_end(run=state, round_index=k, record=record)
         return record
 
     def _forward_network(self, network: nn.Module) -> nn.Module:
-        """The network the training step calls: compiled once per run (masks change in place)."""
+        """The network the training step calls: under DDP (torchrun) and compiled, once per run (masks change in place)."""
+        forward = self.dist.wrap(network)  # DistributedDataParallel; the network itself on one process
         if not self.config.compile:
-            return network
-        if getattr(self, "_compiled", None) is None:
-            self._compiled = torch.compile(network, mode=self.compile_mode)
+            return forward
+        if getattr(self, "_compiled", None) is None or self._compiled_of is not forward:
+            self._compiled, self._compiled_of = torch.compile(forward, mode=self.compile_mode), forward
         return self._compiled
 
     def _checkpoint(self, k: int, step: int, network: nn.Module, optimizer: torch.optim.Optimizer,
@@ -346,6 +359,7 @@ class Engine:
             "generator": gen.get_state(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": cuda_rng,
+            **self.dist.rng_checkpoint(gen),  # every rank's streams, under torchrun
         })
 
     def _resume(self, k: int, network: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
@@ -365,6 +379,7 @@ class Engine:
             torch.set_rng_state(ckpt["cpu_rng"])
             if ckpt["cuda_rng"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+            self.dist.rng_restore(ckpt, gen, hash_seed(self.config.seed, "train", k, "resume", int(ckpt["step"])))
             return int(ckpt["step"])
         except (CheckpointError, KeyError, ValueError, RuntimeError):
             # A damaged checkpoint costs the round's progress, never the run.
@@ -383,10 +398,12 @@ class Engine:
         metrics = {**metrics, "nonzero_params": kept, "prunable_params": sum(m.numel() for m in masks),
                    "total_params": sum(p.numel() for p in network.parameters())}
         if self.config.artifacts and hasattr(self.spec, "round_artifacts"):
-            gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "artifacts"))
-            network.eval()
-            with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
-                written = self.spec.round_artifacts(network, store.path / rdir, gen)
+            def artifacts() -> Any:
+                gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "artifacts"))
+                network.eval()
+                with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
+                    return self.spec.round_artifacts(network, store.path / rdir, gen)
+            written = self.dist.on_main(artifacts)  # drawn and written once, by rank 0
             for path in written or []:
                 store.write_file(str(Path(path).relative_to(store.path)))
         record = {"round": k, "sparsity": sparsity, "mask_sha256": mask_digest(masks),

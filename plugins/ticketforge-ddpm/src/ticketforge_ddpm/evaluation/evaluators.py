@@ -4,6 +4,11 @@ Every score dict records what makes it comparable: ``n_samples``, ``n_reference`
 ``steps``, ``featurizer`` and ``featurizer_sha256``. The reference set is the ``dataset`` given
 (the run's training data), or a seeded subset of ``reference_samples`` of it; its statistics are
 cached per dataset content and featurizer under ``<cache>/reference/<dataset-key>/``.
+
+Under torchrun (``torchrun --nproc-per-node N -m ticketforge eval ...``) the sampling is sharded:
+each process draws its share of ``n_samples`` with its own generator (rank 0 keeps the given one),
+features are gathered in rank order, and every process computes the same scores. Rank 0 trains the
+featurizer and fills the reference cache before the others read it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ticketforge.engine import distributed
 from ticketforge.errors import UsageError
 from ticketforge.metrics.frechet import feature_statistics, frechet_distance
 from ticketforge.metrics.kid import kernel_distance
@@ -57,11 +63,16 @@ def _sample_meta(n: int, sampler: str | None, steps: int | None) -> dict[str, An
 
 def _samples(spec: Any, network: nn.Module, n: int, generator: torch.Generator, batch_size: int,
              sampler: str | None, steps: int | None, options: dict[str, Any]) -> Tensor:
+    """This process's share of the ``n`` samples (all of them on one process), drawn with its generator."""
+    ctx = distributed.current()
+    if ctx.enabled and n < 2 * ctx.world_size:
+        raise UsageError(f"{n} samples over {ctx.world_size} processes: give at least {2 * ctx.world_size}")
     if sampler is not None:
         options["sampler"] = sampler
     if steps is not None:
         options["steps"] = steps
-    return generate(spec, network, n, generator=generator, batch_size=batch_size, **options)
+    return generate(spec, network, ctx.shard_count(n), generator=ctx.generator(generator), batch_size=batch_size,
+                    **options)
 
 
 def _check_channels(generated: Tensor, reference: ImageSet | None) -> None:
@@ -95,16 +106,18 @@ class FrechetEvaluator:
         ``sampler``, ``steps`` and any other ``options`` go to ``spec.sample``.
         """
         data = _LazyData(dataset, self.dataset_key)
-        feat = load_or_train(data.key, data.get, self.config, device=device, cache_dir=self.cache_dir)
-        arch = self.config.arch
-        ref_path = (cache_root(self.cache_dir) / "reference" / data.key
-                    / f"{arch}-{feat.sha256[:16]}-n{self.reference_samples}.npz")
-        ref = _cached_npz(ref_path, lambda: {"features": extract_features(
-            feat, data.get().subset(self.reference_samples).images, device=device, batch_size=self.batch_size
-        ).astype(np.float32)})["features"]
+        ctx = distributed.current()
+        with ctx.main_first():  # under torchrun rank 0 trains the featurizer and caches the reference
+            feat = load_or_train(data.key, data.get, self.config, device=device, cache_dir=self.cache_dir)
+            arch = self.config.arch
+            ref_path = (cache_root(self.cache_dir) / "reference" / data.key
+                        / f"{arch}-{feat.sha256[:16]}-n{self.reference_samples}.npz")
+            ref = _cached_npz(ref_path, lambda: {"features": extract_features(
+                feat, data.get().subset(self.reference_samples).images, device=device, batch_size=self.batch_size
+            ).astype(np.float32)})["features"]
         images = _samples(spec, network, n_samples, generator, self.batch_size, sampler, steps, options)
         _check_channels(images, data._data)
-        gen = extract_features(feat, images, device=device, batch_size=self.batch_size)
+        gen = ctx.gather_rows(extract_features(feat, images, device=device, batch_size=self.batch_size))
         kid, kid_std = kernel_distance(ref, gen, subsets=self.kid_subsets, subset_size=self.kid_subset_size)
         return {
             f"fd_{arch}": frechet_distance(*feature_statistics(ref), *feature_statistics(gen)),
@@ -140,6 +153,7 @@ class FIDEvaluator:
         model = load_inception(path, self.dims).to(device)
         featurize = lambda x: inception_features(model, x)  # noqa: E731
         data = _LazyData(dataset, self.dataset_key)
+        ctx = distributed.current()
         if self.reference_stats:
             with np.load(self.reference_stats) as npz:
                 ref = {"mu": npz["mu"], "sigma": npz["sigma"], "n": np.array(npz["n"] if "n" in npz.files else -1)}
@@ -149,11 +163,12 @@ class FIDEvaluator:
                                          device=device, batch_size=self.batch_size)
                 mu, sigma = feature_statistics(feats)
                 return {"mu": mu, "sigma": sigma, "n": np.array(len(feats))}
-            ref = _cached_npz(cache_root(self.cache_dir) / "reference" / data.key
-                              / f"inception-{sha[:16]}-d{self.dims}-n{self.reference_samples}.npz", compute)
+            with ctx.main_first():  # under torchrun rank 0 fills the reference cache, the others read it
+                ref = _cached_npz(cache_root(self.cache_dir) / "reference" / data.key
+                                  / f"inception-{sha[:16]}-d{self.dims}-n{self.reference_samples}.npz", compute)
         images = _samples(spec, network, n_samples, generator, self.batch_size, sampler, steps, options)
         _check_channels(images, data._data)
-        gen = extract_features(featurize, images, device=device, batch_size=self.batch_size)
+        gen = ctx.gather_rows(extract_features(featurize, images, device=device, batch_size=self.batch_size))
         name = "fid" if self.dims == 2048 else f"fd_inception_{self.dims}"
         return {
             name: frechet_distance(ref["mu"], ref["sigma"], *feature_statistics(gen)),

@@ -1,0 +1,72 @@
+"""Preset sizes, forward shapes, and that pruned weights have exactly no effect."""
+
+import pytest
+import torch
+from torch.nn.utils import prune
+
+from ticketforge_ddpm import DDPMSpec, UNet
+from ticketforge_ddpm.unet_blocks import num_groups
+
+PARAMS = {"cifar10": 35_746_307, "mnist": 6_469_889, "tiny": 176_849}
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_cifar10_matches_ho_et_al():
+    net = DDPMSpec.from_preset("cifar10").build()
+    assert abs(n_params(net) - 35.7e6) / 35.7e6 < 0.01
+    assert n_params(net) == PARAMS["cifar10"]
+    x, t = DDPMSpec.from_preset("cifar10").example_inputs(1)
+    with torch.no_grad():
+        assert net(x, t).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("preset", ["mnist", "tiny"])
+def test_small_presets(preset):
+    spec = DDPMSpec.from_preset(preset)
+    net = spec.build()
+    assert n_params(net) == PARAMS[preset]  # documented in the README
+    x, t = spec.example_inputs(2)
+    with torch.no_grad():
+        assert net(x, t).shape == (2, 1, 32, 32)
+
+
+def test_group_norm_groups():
+    assert [num_groups(c) for c in (16, 32, 64, 96, 128, 384)] == [4, 8, 16, 24, 32, 32]
+
+
+def test_image_size_must_divide():
+    with pytest.raises(ValueError, match="divisible"):
+        UNet(image_size=30, in_channels=1, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1)
+
+
+@pytest.mark.parametrize("module_name", [
+    "conv_in", "time_embed.dense0", "down.0.blocks.0.res.conv1", "down.1.blocks.0.res.temb_proj",
+    "down.1.blocks.0.res.skip", "mid.attn.q", "mid.attn.v", "up.1.blocks.0.attn.proj_out", "conv_out",
+])
+def test_pruned_weights_have_no_effect(tiny_net, module_name):
+    net = tiny_net.eval()
+    module = net.get_submodule(module_name)
+    with torch.no_grad():  # non-zero weights everywhere, so that a perturbation would show
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    mask = torch.ones_like(module.weight)
+    mask.view(-1)[::2] = 0
+    prune.custom_from_mask(module, "weight", mask)
+    x, t = torch.randn(2, 1, 32, 32), torch.tensor([3, 700])
+    with torch.no_grad():
+        before = net(x, t)
+        module.weight_orig.view(-1)[0] += 10.0  # a pruned entry
+        assert torch.equal(net(x, t), before)
+        module.weight_orig.view(-1)[1] += 10.0  # a kept entry
+        assert not torch.equal(net(x, t), before)
+
+
+def test_fully_pruned_output_conv_gives_its_bias(tiny_net):
+    prune.custom_from_mask(tiny_net.conv_out, "weight", torch.zeros_like(tiny_net.conv_out.weight))
+    with torch.no_grad():
+        tiny_net.conv_out.bias.fill_(0.5)
+        out = tiny_net(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
+    assert torch.equal(out, torch.full_like(out, 0.5))
