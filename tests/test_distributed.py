@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,36 +17,17 @@ from ticketforge.engine.data import BatchSource
 from ticketforge.engine.distributed import Distributed, without_option
 from ticketforge.errors import ConfigError
 from ticketforge.store import RunStore, sha256_file
+from ticketforge.testing import launch_ranks
 
 RUNNER = Path(__file__).parent / "run_toy_ddp.py"
 TIMING = {"seconds", "steps_per_s"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(out: Path, report: Path, world: int = 2, *args: str) -> list[int]:
     """Start ``world`` ranks on the loopback and wait for all of them; their exit codes."""
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-               "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(RUNNER), str(out), str(report), *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    codes = [p.returncode for p in procs]
-    assert all(c in (0, 3) for c in codes), "\n".join(outputs)
-    return codes
+    results = launch_ranks(RUNNER, out, report, *args, world=world)
+    assert all(code in (0, 3) for code, _ in results), "\n".join(out for _, out in results)
+    return [code for code, _ in results]
 
 
 def _reports(report: Path, world: int = 2) -> list[dict]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from ticketforge.builtins.schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
 from ticketforge.errors import ConfigError
-from ticketforge.pruning import apply_masks, current_masks, prune_global, prune_groupwise, sparsity_of
+from ticketforge.pruning import apply_masks, current_masks, prune_groupwise, sparsity_of
 from ticketforge.pruning.select import prune_tensorwise_like
 from ticketforge.protocols import PruneTarget
 

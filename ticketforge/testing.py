@@ -22,6 +22,7 @@ This module imports pytest: use it from tests only.
 from __future__ import annotations
 
 import inspect
+import os
 import json
 from dataclasses import dataclass
 from types import ModuleType
@@ -531,3 +532,36 @@ class RecordsContract:
                 assert found[r.name].plugin == self.distribution, \
                     f"{kind} {r.name!r} comes from {found[r.name].plugin!r}, not {self.distribution!r}"
 
+
+
+# -- several processes ------------------------------------------------------------------------------
+def free_port() -> int:
+    """A free TCP port on the loopback (for a test's process group)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_ranks(script: str | os.PathLike, *args: str, world: int = 2, timeout: float = 120) -> list[tuple[int, str]]:
+    """Run ``python script *args`` as ``world`` gloo ranks on the loopback, with the environment torchrun
+    would give them; waits for all and returns each rank's (exit code, output)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
+               "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [(p.returncode, out) for p, out in zip(procs, outputs)]

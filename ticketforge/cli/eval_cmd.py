@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
-from .options import echo_json, json_option, parse_key_values, round_option
+from .options import sampling_options, echo_json, json_option, parse_key_values, round_option
 
 MIN_REPORTED_SAMPLES = 10000
 
@@ -67,12 +67,8 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
 @click.option("--evaluator", required=True, help="Evaluator name (ticketforge list shows them): fid, fd-lenet, ...")
 @click.option("--samples", "n_samples", type=int, default=MIN_REPORTED_SAMPLES, show_default=True,
               help="Generated samples per round.")
-@click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim).")
-@click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Evaluator option, repeatable.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA.")
-@click.option("--device", default="auto", show_default=True)
+@sampling_options
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, evaluator: str, n_samples: int, sampler: str,
             steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str, as_json: bool) -> None:

@@ -29,3 +29,16 @@ def echo_json(obj: Any) -> None:
 round_option = click.option("--round", "round_", type=int, default=None,
                             help="Round index (0 is dense); default: the last finished round. -1 counts back.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def sampling_options(func):
+    """``--sampler``, ``--steps``, ``--seed``, ``--no-ema`` and ``--device``: how images are drawn from a round."""
+    for option in reversed([
+        click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim)."),
+        click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise."),
+        click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]):
+        func = option(func)
+    return func

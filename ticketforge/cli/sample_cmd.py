@@ -8,19 +8,15 @@ from torchvision.utils import save_image
 
 from ..api import load_round
 from ..engine.engine import resolve_device
-from .options import parse_key_values, round_option
+from .options import sampling_options, parse_key_values, round_option
 
 
 @click.command("sample")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @round_option
 @click.option("--n", type=int, default=64, show_default=True, help="Number of images.")
-@click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim).")
-@click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Extra sampler option, repeatable (eta=0).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA.")
-@click.option("--device", default="auto", show_default=True)
+@sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
 def command(run: str, round_: int | None, n: int, sampler: str, steps: int, options: tuple[str, ...], seed: int,
             no_ema: bool, device: str, out: str) -> None:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 
 class EMA:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError, TicketforgeError
 from ..protocols import ModelSpec, ModuleGroup, PruneTarget
-from ..pruning import apply_masks, current_masks, sparsity_of
+from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import load_plain_state_dict, plain_state_dict
 from ..registry import Registry, get_registry

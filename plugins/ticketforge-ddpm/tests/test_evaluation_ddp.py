@@ -4,9 +4,6 @@ on the same samples: each rank draws its share with its own generator, the featu
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,31 +14,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import run_eval_ddp  # noqa: E402
 
+from ticketforge.testing import launch_ranks  # noqa: E402
+
 RUNNER = Path(__file__).parent / "run_eval_ddp.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_rank_evaluation_gathers_every_sample(tmp_path):
-    cache, report, port = tmp_path / "cache", tmp_path / "report", _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-               "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(RUNNER), str(cache), str(report)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    cache, report = tmp_path / "cache", tmp_path / "report"
+    results = launch_ranks(RUNNER, cache, report, world=2)
+    assert [code for code, _ in results] == [0, 0], "\n".join(out for _, out in results)
     r0, r1 = (json.loads((report / f"rank{r}.json").read_text()) for r in range(2))
     assert r0["scores"] == r1["scores"] and r0["scores"]["n_samples"] == 21
     assert (len(r0["drawn"]), len(r1["drawn"])) == (11, 10)  # 21 samples: rank 0 draws one more
