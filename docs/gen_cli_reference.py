@@ -18,7 +18,14 @@ HEADER = """# CLI reference
 
 Every `ticketforge` command with its `--help` text. This page is generated: after changing a
 command, run `python docs/gen_cli_reference.py` (a test fails while it is out of date).
+Rendered with click {click_version}.
 """
+
+
+def click_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("click")
 
 
 def _sections(command: click.Command, ctx: click.Context) -> list[str]:
@@ -38,7 +45,7 @@ def render() -> str:
 
     settings = {**cli.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
     ctx = click.Context(cli, info_name="ticketforge", **settings)
-    return HEADER + "\n" + "\n".join(_sections(cli, ctx))
+    return HEADER.format(click_version=click_version()) + "\n" + "\n".join(_sections(cli, ctx))
 
 
 def main(argv: list[str] | None = None) -> int:
