@@ -93,3 +93,26 @@ def test_module_entry_point_runs():
     import sys
     out = subprocess.run([sys.executable, "-m", "ticketforge", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "lottery tickets" in out.stdout
+
+
+def test_progress_reporter_prints_the_round_table_after_each_round(registry, tmp_path):
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from ticketforge import Engine, RunConfig
+    from ticketforge.builtins.reporter import RichReporter
+
+    buf = io.StringIO()
+    registry.pm.register(RichReporter(Console(file=buf, width=120)))
+    cfg = RunConfig(model="toy", schedule="uniform", rounds=1, steps_per_round=10, device="cpu",
+                    out=str(tmp_path / "run"), log_every=5, artifacts=False)
+    Engine(cfg, registry=registry).run()
+    text = buf.getvalue()
+    assert "after round 0" in text and "after round 1" in text
+    after_1 = text.split("after round 1")[1]
+    assert "│     0 │" in after_1 and "│     1 │" in after_1  # both rounds in the table
+    buf.truncate(0)
+    Engine(dataclasses.replace(cfg), registry=registry).run()  # resumed, nothing to train
+    assert "resuming: rounds 0, 1 already finished" in buf.getvalue()

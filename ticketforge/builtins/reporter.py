@@ -31,6 +31,7 @@ class RichReporter:
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
         self.task: Any = None
+        self.trained = False
 
     @hookimpl
     def ticketforge_run_start(self, run: Any) -> None:
@@ -61,10 +62,12 @@ class RichReporter:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        m = record["metrics"]
-        self.console.print(f"round {round_index}: sparsity {100 * record['sparsity']:.2f}%, "
-                           f"loss {m['loss']:.4f}, {m['seconds']:.1f}s")
+        self.trained = True
+        # The table of every round so far: the run's state at a glance after each round.
+        rounds = [r for r in run.rounds if r["round"] != round_index] + [record]
+        self.console.print(rounds_table(rounds, title=f"after round {round_index}"))
 
     @hookimpl
     def ticketforge_run_end(self, run: Any, rounds: list) -> None:
-        self.console.print(rounds_table(rounds))
+        if not self.trained:  # nothing trained in this invocation: show what the run holds
+            self.console.print(rounds_table(rounds))
