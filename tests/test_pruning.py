@@ -134,3 +134,14 @@ def test_new_masks_take_effect_in_a_compiled_network_without_recompiling():
                                           net[2].weight_orig * masks[1], net[2].bias, padding=1)
             assert torch.allclose(compiled(x), expect, atol=1e-6)
     assert counter.frame_count == 1
+
+
+def test_targets_see_the_current_weights_between_forward_passes():
+    conv = nn.Conv2d(1, 2, 3)
+    target = PruneTarget("conv", conv, 0, "g")
+    mask = torch.rand(conv.weight.shape, generator=torch.Generator().manual_seed(0)) > 0.5
+    apply_masks([target], [mask])
+    with torch.no_grad():
+        conv.weight_orig.add_(1.0)  # what an optimizer step does; no forward pass refreshes `weight` yet
+    assert torch.equal(target.weight, conv.weight_orig * mask)
+    assert (target.weight[~mask] == 0).all()

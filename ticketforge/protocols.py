@@ -56,8 +56,9 @@ class PruneTarget:
 
     @property
     def weight(self) -> Tensor:
-        """The weight the forward pass uses (already masked while pruning is applied)."""
-        return self.module.weight
+        """The weight the next forward pass uses (``weight_orig * weight_mask`` while pruned)."""
+        from .pruning.masks import effective_weight  # protocols stays importable without torch.nn.utils.prune
+        return effective_weight(self.module)
 
 
 @runtime_checkable

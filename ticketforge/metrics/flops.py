@@ -18,9 +18,9 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from ..protocols import ModuleGroup
+from ..pruning.masks import effective_weight
 
 WEIGHT_OPS = frozenset({"conv", "linear", "addmm", "matmul", "mm"})
 """fvcore operator names that multiply by a leaf module's own weight."""
@@ -45,22 +45,9 @@ def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> Counter:
     return Counter({"scaled_dot_product_attention": batch * q[-2] * k[-2] * (q[-1] + v[-1])})
 
 
-def forward_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
-    """The tensor the next forward pass uses as ``module.<name>``.
-
-    Under ``torch.nn.utils.prune`` the attribute is recomputed (``<name>_orig * <name>_mask``) only by
-    the forward pre-hook, so after loading new ``<name>_orig`` values it is stale until a forward;
-    this recomputes it from the hook instead.
-    """
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name:
-            return hook.apply_mask(module)
-    return getattr(module, name)
-
-
 def weight_density(module: nn.Module) -> float:
     """Nonzero fraction of the weight the forward uses (``weight_orig * weight_mask`` when pruned)."""
-    weight = forward_weight(module)
+    weight = effective_weight(module)
     return float(torch.count_nonzero(weight)) / max(weight.numel(), 1)
 
 
@@ -156,8 +143,7 @@ def effective_parameters(network: nn.Module) -> tuple[int, int]:
     total = nonzero = 0
     for module in network.modules():
         for name, param in module.named_parameters(recurse=False):
-            pruned = name.endswith("_orig") and hasattr(module, name[:-5])
-            tensor = forward_weight(module, name[:-5]) if pruned else param
+            tensor = effective_weight(module) if name == "weight_orig" else param
             total += tensor.numel()
             nonzero += int(torch.count_nonzero(tensor))
     return total, nonzero
@@ -181,7 +167,7 @@ def flops_report(network: nn.Module, inputs: Sequence[Any], groups: Sequence[Mod
     by_group = []
     for index, group in enumerate(groups):
         leaves = [count.leaves.get(name, LeafMacs(0)) for name, _ in group.modules]
-        weights = [forward_weight(module) for _, module in group.modules]
+        weights = [effective_weight(module) for _, module in group.modules]
         by_group.append({
             "index": index,
             "name": group.name,
@@ -202,4 +188,4 @@ def flops_report(network: nn.Module, inputs: Sequence[Any], groups: Sequence[Mod
 
 
 __all__ = ["WEIGHT_OPS", "LeafMacs", "MacCount", "count_macs", "effective_parameters", "flops_report",
-           "forward_weight", "sdpa_flop_jit", "weight_density", "with_densities"]
+           "effective_weight", "sdpa_flop_jit", "weight_density", "with_densities"]

@@ -24,6 +24,17 @@ def is_pruned(module: nn.Module, name: str = "weight") -> bool:
     return hasattr(module, f"{name}_mask") and hasattr(module, f"{name}_orig")
 
 
+def effective_weight(module: nn.Module) -> Tensor:
+    """The weight the next forward pass uses: ``weight_orig * weight_mask`` when pruned.
+
+    The ``weight`` attribute itself is refreshed only by the forward pre-hook, so after an optimizer
+    step or a load it lags behind ``weight_orig``; read weights through this function instead.
+    """
+    if is_pruned(module):
+        return module.weight_orig * module.weight_mask
+    return module.weight
+
+
 def _single_custom_mask(module: nn.Module) -> bool:
     """Whether the module carries exactly one ``custom_from_mask`` reparametrization with a bool mask."""
     hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]

@@ -15,6 +15,20 @@ from torch import Tensor
 from ..protocols import Grouped
 
 
+def prune_lowest(scores: Tensor, mask: Tensor, n_prune: int) -> Tensor:
+    """Prune the ``n_prune`` lowest-scored live entries of one tensor (ties broken by position).
+
+    Entries already pruned stay pruned and are out of the competition.
+    """
+    flat_mask = mask.reshape(-1).bool().cpu()
+    new = flat_mask.clone()
+    if n_prune > 0:
+        live = scores.detach().reshape(-1).double().cpu()
+        live = torch.where(flat_mask, live, torch.tensor(float("inf"), dtype=torch.float64))
+        new[torch.argsort(live, stable=True)[:n_prune]] = False
+    return new.reshape(mask.shape).to(mask.device)
+
+
 def _prune_pooled(scores: Sequence[Tensor], masks: Sequence[Tensor], ratio: float) -> list[Tensor]:
     """Prune ``ratio`` of the remaining weights of several tensors against one pooled threshold."""
     if not 0.0 <= ratio < 1.0:
@@ -22,20 +36,12 @@ def _prune_pooled(scores: Sequence[Tensor], masks: Sequence[Tensor], ratio: floa
     if not scores:
         return []
     flat_masks = torch.cat([m.reshape(-1).bool().cpu() for m in masks])
-    remaining = int(flat_masks.sum())
-    n_prune = int(round(ratio * remaining))
-    new_flat = flat_masks.clone()
-    if n_prune > 0:
-        flat_scores = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
-        # Pruned weights are out of the competition: push them above every live score.
-        flat_scores = torch.where(flat_masks, flat_scores, torch.full_like(flat_scores, float("inf")))
-        order = torch.argsort(flat_scores, stable=True)
-        new_flat[order[:n_prune]] = False
+    flat_scores = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
+    new_flat = prune_lowest(flat_scores, flat_masks, int(round(ratio * int(flat_masks.sum()))))
     out, start = [], 0
     for m in masks:
-        n = m.numel()
-        out.append(new_flat[start:start + n].reshape(m.shape).to(m.device))
-        start += n
+        out.append(new_flat[start:start + m.numel()].reshape(m.shape).to(m.device))
+        start += m.numel()
     return out
 
 
@@ -69,17 +75,6 @@ def prune_tensorwise_like(reference: Grouped, masks: Grouped, generator: torch.G
         for ref, mask in zip(ref_group, mask_group):
             n_prune = int(mask.sum()) - int(ref.sum())
             noise = torch.rand(mask.shape, generator=generator, dtype=torch.float64)
-            new_group.append(_prune_count(noise, mask, max(n_prune, 0)))
+            new_group.append(prune_lowest(noise, mask, max(n_prune, 0)))
         out.append(new_group)
     return out
-
-
-def _prune_count(scores: Tensor, mask: Tensor, n_prune: int) -> Tensor:
-    """Prune exactly ``n_prune`` more live entries of one tensor, lowest scores first."""
-    flat_mask = mask.reshape(-1).bool().cpu()
-    if n_prune == 0:
-        return mask.bool().clone()
-    flat_scores = torch.where(flat_mask, scores.reshape(-1).double().cpu(), torch.tensor(float("inf"), dtype=torch.float64))
-    new = flat_mask.clone()
-    new[torch.argsort(flat_scores, stable=True)[:n_prune]] = False
-    return new.reshape(mask.shape).to(mask.device)

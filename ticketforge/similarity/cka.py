@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..metrics.flops import forward_weight
+from ..pruning.masks import effective_weight
 
 Kernel = Literal["linear", "rbf"]
 Variant = Literal["kornblith", "paper-no-sqrt"]
@@ -135,7 +135,7 @@ class CKA:
 
 def weight_rows(module: nn.Module | Tensor) -> Tensor:
     """The weight the module's forward uses (masked while pruning is applied) as ``[C_out, -1]``."""
-    weight = forward_weight(module) if isinstance(module, nn.Module) else module
+    weight = effective_weight(module) if isinstance(module, nn.Module) else module
     return weight.detach().reshape(weight.shape[0], -1)
 
 

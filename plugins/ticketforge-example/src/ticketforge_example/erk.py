@@ -31,11 +31,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
-from torch import Tensor
 
 from ticketforge import ConfigError
 from ticketforge.protocols import Grouped
+from ticketforge.pruning import prune_lowest
 
 
 def erk_weight(shape: Sequence[int]) -> float:
@@ -70,17 +69,6 @@ def erk_keep_counts(shapes: Sequence[Sequence[int]], alive: Sequence[int], keep:
     for i in order[:max(0, keep - sum(counts))]:
         counts[i] += 1
     return [max(c, min(1, a)) for c, a in zip(counts, alive)]
-
-
-def prune_lowest(scores: Tensor, mask: Tensor, n_prune: int) -> Tensor:
-    """Prune the ``n_prune`` lowest-scored live entries of one tensor (ties broken by position)."""
-    flat_mask = mask.reshape(-1).bool().cpu()
-    new = flat_mask.clone()
-    if n_prune > 0:
-        live = scores.detach().reshape(-1).double().cpu()
-        flat = torch.where(flat_mask, live, torch.tensor(math.inf, dtype=torch.float64))
-        new[torch.argsort(flat, stable=True)[:n_prune]] = False
-    return new.reshape(mask.shape).to(mask.device)
 
 
 class ErkSchedule:
