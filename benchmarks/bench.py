@@ -38,17 +38,27 @@ class Variant:
     compile: bool = False
     sparsity: float = 0.0
     channels_last: bool = False
+    capture: bool = False  # the whole step as one CUDA graph (engine/step_graph.py)
 
 
+# compile-*: torch.compile with its own CUDA graphs over the network (mode reduce-overhead), the rest
+# of the step eager; graph-*: the whole step captured as one graph, eager kernels; compile-graph-*:
+# both (torch.compile's default mode inside our graph), what `ticketforge run --compile` does on one GPU.
 VARIANTS = {v.name: v for v in [
     Variant("eager-fp32", "fp32"),
     Variant("eager-tf32", "tf32"),
     Variant("eager-bf16", "bf16"),
+    Variant("eager-tf32-sparse90", "tf32", sparsity=0.9),
     Variant("compile-tf32", "tf32", compile=True),
     Variant("compile-bf16", "bf16", compile=True),
     Variant("compile-bf16-cl", "bf16", compile=True, channels_last=True),
     Variant("compile-bf16-sparse90", "bf16", compile=True, sparsity=0.9),
-    Variant("eager-tf32-sparse90", "tf32", sparsity=0.9),
+    Variant("graph-tf32", "tf32", capture=True),
+    Variant("graph-bf16", "bf16", capture=True),
+    Variant("compile-graph-tf32", "tf32", compile=True, capture=True),
+    Variant("compile-graph-bf16", "bf16", compile=True, capture=True),
+    Variant("compile-graph-bf16-cl", "bf16", compile=True, capture=True, channels_last=True),
+    Variant("compile-graph-bf16-sparse90", "bf16", compile=True, capture=True, sparsity=0.9),
 ]}
 
 
@@ -70,6 +80,17 @@ def matmul_peak_tflops(device: torch.device) -> float | None:
         a @ b
     sync(device)
     return 2 * 8192 ** 3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+
+
+def forward_flops(spec: Any, network: torch.nn.Module, device: torch.device) -> int:
+    """FLOPs of one image's forward pass (a sampling step costs this per image)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network(*spec.example_inputs(1, device))
+    return counter.get_total_flops()
 
 
 def step_flops(spec: Any, network: torch.nn.Module, batch: torch.Tensor, precision: str, device: torch.device) -> int:
@@ -96,14 +117,15 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
     if variant.channels_last:
         network = network.to(memory_format=torch.channels_last)
     set_matmul_precision(variant.precision)
-    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device)
+    capture = variant.capture and device.type == "cuda"
+    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=capture)
     ema = EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None
     batches = BatchSource(images, batch_size, seed=0, device=device)
-    forward = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) \
-        if variant.compile else network
+    mode = "reduce-overhead" if device.type == "cuda" and not capture else None
+    forward = torch.compile(network, mode=mode) if variant.compile else network
     gen = torch.Generator(device=device).manual_seed(0)
     setup = RoundSetup(0, warmup + steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
-                       variant.precision)
+                       variant.precision, capture=capture)
     marks: list[tuple[int, float, float]] = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -119,15 +141,23 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
     rate = (s1 - s0) / (t1 - t0)
     return {"variant": variant.name, "steps_per_s": rate, "images_per_s": rate * batch_size,
             "warmup_s": t0 - t_start, "final_loss": last_loss, "losses": [m[2] for m in marks],
-            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
+            "peak_memory_gib": peak_gib(device)}
+
+
+def sample_name(compiled: bool, precision: str, channels_last: bool) -> str:
+    return f"sample-{'compile' if compiled else 'eager'}-{precision}{'-cl' if channels_last else ''}"
 
 
 def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, precision: str,
-                   device: torch.device) -> dict[str, Any]:
+                   device: torch.device, channels_last: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
     network = spec.build().to(device)
     load_plain_state_dict(network, init)
     network.eval()
+    if channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     set_matmul_precision(precision)
     net = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) if compiled else network
     gen = torch.Generator(device=device)
@@ -138,8 +168,8 @@ def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, pr
         spec.sample(net, n, generator=gen.manual_seed(1), sampler="ddim", steps=steps)
         sync(device)
     seconds = time.perf_counter() - t0
-    return {"variant": f"sample-{'compile' if compiled else 'eager'}-{precision}", "images_per_s": n / seconds,
-            "seconds": seconds, "n": n, "ddim_steps": steps}
+    return {"variant": sample_name(compiled, precision, channels_last), "images_per_s": n / seconds,
+            "seconds": seconds, "n": n, "ddim_steps": steps, "peak_memory_gib": peak_gib(device)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -152,6 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sample-n", type=int, default=512)
     parser.add_argument("--sample-steps", type=int, default=100)
     parser.add_argument("--no-sampling", action="store_true")
+    parser.add_argument("--skip-sampling", default="", help="comma-separated sampling variants to leave out")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps: checks the harness runs")
@@ -170,37 +201,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     probe = spec.build().to(device)
     flops = {p: step_flops(spec, probe, BatchSource(images, args.batch_size, 0, device).batch(0, 0), p, device)
              for p in ("fp32",)}["fp32"]
-    rows = []
-    for name in args.variants.split(","):
-        row = bench_training(spec, VARIANTS[name], init, images, args.batch_size, args.warmup, args.steps, device)
-        row["tflops"] = flops * row["steps_per_s"] / 1e12
+    image_flops = forward_flops(spec, probe, device)
+    rows: list[dict[str, Any]] = []
+    report = {"preset": args.preset, "batch_size": args.batch_size, "device": str(device),
+              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+              "torch": torch.__version__, "train_step_flops": flops, "image_forward_flops": image_flops,
+              "bf16_matmul_peak_tflops": peak,
+              "warmup_steps": args.warmup, "timed_steps": args.steps, "rows": rows}
+
+    def record(row: dict[str, Any], flops_per_unit: float) -> None:
+        """Add MFU, print the row and rewrite the JSON (a run cut off by a time limit keeps its rows)."""
+        row["tflops"] = flops_per_unit * (row.get("steps_per_s") or row["images_per_s"]) / 1e12
         row["mfu"] = row["tflops"] / peak if peak else None
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "losses"}), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+
+    for name in args.variants.split(","):
+        record(bench_training(spec, VARIANTS[name], init, images, args.batch_size, args.warmup, args.steps, device),
+               flops)
     if not args.no_sampling:
-        runs = [(False, "tf32"), (False, "bf16"), (True, "bf16")] if device.type == "cuda" else [(False, "fp32")]
-        for compiled, precision in runs:
-            rows.append(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, precision, device))
-            print(json.dumps(rows[-1]), flush=True)
-    report = {"preset": args.preset, "batch_size": args.batch_size, "device": str(device),
-              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-              "torch": torch.__version__, "train_step_flops": flops, "bf16_matmul_peak_tflops": peak,
-              "warmup_steps": args.warmup, "timed_steps": args.steps, "rows": rows}
-    base = next((r for r in rows if r["variant"] == "eager-tf32"), None) or rows[0]
-    sample_base = next((r for r in rows if r["variant"] == "sample-eager-tf32"), None)
+        runs = [(False, "fp32", False), (False, "tf32", False), (False, "bf16", False), (True, "bf16", False),
+                (True, "bf16", True)] if device.type == "cuda" else [(False, "fp32", False)]
+        for compiled, precision, channels_last in runs:
+            if sample_name(compiled, precision, channels_last) in args.skip_sampling.split(","):
+                continue
+            record(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, precision, device,
+                                  channels_last), image_flops * args.sample_steps)
+
+    def rate(r: dict) -> float:
+        return r.get("steps_per_s") or r["images_per_s"]
+
+    def baseline(r: dict, precision: str) -> float:
+        prefix = "sample-" if "steps_per_s" not in r else ""
+        match = next((b for b in rows if b["variant"] == f"{prefix}eager-{precision}"), None)
+        return rate(r) / rate(match) if match else float("nan")
+
     print(f"\n{args.preset} batch {args.batch_size} on {report['card']} (torch {torch.__version__}); "
-          f"speedup vs {base['variant']}; peak bf16 matmul {peak and round(peak)} TFLOP/s")
-    print(f"{'variant':28s} {'steps/s':>8s} {'img/s':>9s} {'speedup':>8s} {'MFU':>6s} {'peak GiB':>9s} {'loss':>8s}")
+          f"speed-ups vs eager TF32 and eager FP32 of the same kind; peak bf16 matmul {peak and round(peak)} TFLOP/s")
+    print(f"{'variant':30s} {'steps/s':>8s} {'img/s':>9s} {'vs tf32':>8s} {'vs fp32':>8s} {'MFU':>6s} "
+          f"{'peak GiB':>9s} {'loss':>8s}")
     for r in rows:
-        sps = r.get("steps_per_s")
-        speedup = sps / base["steps_per_s"] if sps else \
-            (r["images_per_s"] / sample_base["images_per_s"] if sample_base else float("nan"))
-        print(f"{r['variant']:28s} {sps or float('nan'):8.2f} {r['images_per_s']:9.1f} {speedup:8.2f} "
-              f"{(r.get('mfu') or float('nan')):6.1%} {(r.get('peak_memory_gib') or float('nan')):9.2f} "
-              f"{r.get('final_loss', float('nan')):8.4f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        print(f"{r['variant']:30s} {r.get('steps_per_s') or float('nan'):8.2f} {r['images_per_s']:9.1f} "
+              f"{baseline(r, 'tf32'):8.2f} {baseline(r, 'fp32'):8.2f} {(r.get('mfu') or float('nan')):6.1%} "
+              f"{(r.get('peak_memory_gib') or float('nan')):9.2f} {r.get('final_loss', float('nan')):8.4f}")
     return report
 
 

@@ -51,6 +51,7 @@ def test_list_json_shape(runner):
     (["--device", "cuda:7"], 2, ""),
     (["--config", "/nonexistent.toml"], 2, "does not exist"),
     (["--model-option", "nokey"], 2, "KEY=VALUE"),
+    (["--cuda-graphs"], 2, "--cuda-graphs needs a CUDA device"),
 ])
 def test_bad_input_is_one_line_with_exit_code_and_no_traceback(runner, tmp_path, args, code, needle):
     result = _toy_run(runner, tmp_path / "run", *args)

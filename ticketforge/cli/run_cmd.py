@@ -42,6 +42,10 @@ from .options import parse_key_values
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU. [default: auto]")
 @click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the network. [default: off]")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="Record each round's whole training step (loss, backward, clipping, Adam, EMA) as one "
+                   "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
+                   "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
 @click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")

@@ -26,7 +26,7 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # number of GPUs: the global batch and its data are the same, only float reduction order and the
 # per-rank noise streams differ.
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
-                            "world_size"})
+                            "world_size", "cuda_graphs"})
 
 
 @dataclass
@@ -58,6 +58,7 @@ class RunConfig:
     weight_decay: float | None = None
     precision: str = "auto"
     compile: bool = False
+    cuda_graphs: bool | None = None  # whole training step as one CUDA graph; None: with compile on one GPU
     device: str = "auto"
     out: str | None = None
     runs_root: str = "runs"

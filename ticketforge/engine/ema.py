@@ -31,6 +31,22 @@ class EMA:
         decay = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
 
+    def start_capture(self) -> None:
+        """Move the update count to the device, for :meth:`update_captured` (call before capturing)."""
+        self._count = torch.full((), float(self.num_updates), device=self.shadow[0].device)
+
+    @torch.no_grad()
+    def update_captured(self) -> None:
+        """:meth:`update` with the count and decay kept on the device, so that a CUDA graph can record it.
+
+        The caller adds 1 to ``num_updates`` after each replay (the host copy that checkpoints store).
+        """
+        self._count += 1
+        decay = ((1 + self._count) / (10 + self._count)).clamp(max=self.decay) if self.warmup \
+            else torch.full_like(self._count, self.decay)
+        torch._foreach_mul_(self.shadow, decay)
+        torch._foreach_add_(self.shadow, torch._foreach_mul([p.detach() for p in self.params], 1 - decay))
+
     @contextmanager
     def swapped(self) -> Iterator[None]:
         """Temporarily load the averaged values into the network."""

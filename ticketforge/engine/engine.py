@@ -151,8 +151,22 @@ class Engine:
         self.run_dir = Path(self.config.out) if self.config.out else \
             Path(self.config.runs_root) / f"{_slug(self.config.model)}-{_slug(self.config.schedule)}-{self.config.digest()}"
         self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
-        # CUDA graphs remove the launch overhead that bounds these U-Nets; there are none on a CPU.
-        self.compile_mode = None if self.device.type == "cpu" else "reduce-overhead"
+        self.capture = self._resolve_capture()
+        # CUDA graphs remove the launch overhead that bounds these U-Nets: our own over the whole step
+        # (step_graph.py), or torch.compile's over the network alone (under DDP); none on a CPU.
+        self.compile_mode = None if self.device.type == "cpu" or self.capture else "reduce-overhead"
+
+    def _resolve_capture(self) -> bool:
+        """Whether each round's step is captured as one CUDA graph (see ``RunConfig.cuda_graphs``)."""
+        wanted = self.config.cuda_graphs
+        if wanted and self.device.type != "cuda":
+            raise ConfigError(f"--cuda-graphs needs a CUDA device, not {self.device}: drop the flag")
+        if wanted and self.dist.world_size > 1:
+            raise ConfigError("--cuda-graphs is for one process; under torchrun leave it off "
+                              "(--compile then uses torch.compile's CUDA graphs for the network)")
+        if wanted is None:
+            wanted = self.config.compile
+        return bool(wanted) and self.device.type == "cuda" and self.dist.world_size == 1
 
     @property
     def hooks(self) -> Any:
@@ -302,13 +316,13 @@ class Engine:
         tau = math.ceil(cfg.tau_frac * cfg.steps_per_round)
         if k == 0 and tau == 0 and not store.has("rewind.safetensors"):
             store.write_tensors("rewind.safetensors", plain_state_dict(network))
-        optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device)
+        optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
         ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
         gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
         torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
         start = self._resume(k, network, optimizer, ema, gen)
         setup = RoundSetup(k, cfg.steps_per_round, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
-                           cfg.log_every, cfg.checkpoint_every, self.precision)
+                           cfg.log_every, cfg.checkpoint_every, self.precision, capture=self.capture)
         self.hooks.ticketforge_round_start(run=state, round_index=k, sparsity=sparsity, steps=cfg.steps_per_round)
         forward = self._forward_network(network)
 

@@ -1,7 +1,10 @@
 """One round of masked training: a short loop you can read top to bottom.
 
 Host synchronisation happens only every ``log_every`` steps and at checkpoints (that is where the
-loss is read and checked for NaN); the step itself never waits for the GPU.
+loss is read and checked for NaN); the step itself never waits for the GPU. With ``capture`` on a
+CUDA device the whole step (loss, backward, clipping, Adam, EMA, the NaN bookkeeping) is recorded
+once as a CUDA graph after a few eager warm-up steps and then replayed: one launch per step instead
+of hundreds (see :mod:`ticketforge.engine.step_graph`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import TrainingDiverged
 from ..protocols import ModelSpec
+from ..pruning.masks import refresh_pruned_weights
 from .data import BatchSource
 from .ema import EMA
+from .step_graph import WARMUP_STEPS, StepGraph
 
 
 @dataclass
@@ -32,20 +37,28 @@ class RoundSetup:
     log_every: int
     checkpoint_every: int
     precision: str  # resolved: fp32, tf32 or bf16
+    capture: bool = False  # record the step as one CUDA graph (CUDA only; see step_graph.py)
 
 
-def make_optimizer(network: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam(W) over every parameter; fused kernels on CUDA."""
+def make_optimizer(network: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam(W) over every parameter; fused kernels on CUDA, capturable in a CUDA graph if asked."""
     params = [p for p in network.parameters() if p.requires_grad]
     fused = device.type == "cuda"
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused) if weight_decay \
-        else torch.optim.Adam(params, lr=lr, fused=fused)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused, capturable=capturable) \
+        if weight_decay else torch.optim.Adam(params, lr=lr, fused=fused, capturable=capturable)
 
 
-def autocast_for(precision: str, device: torch.device) -> Any:
+def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Any:
+    """bf16 autocast, or nothing; ``cache=False`` inside CUDA graphs (the cast cache outlives a capture)."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
+
+
+def warmup_lr(base: float, warmup_steps: int, step: int) -> float:
+    """Linear warm-up over ``warmup_steps`` steps, then ``base``."""
+    return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base
 
 
 def train_round(
@@ -70,33 +83,57 @@ def train_round(
     ``on_checkpoint(step)`` after every ``checkpoint_every`` steps, once the loss is known finite.
     ``reduce(loss_sum, bad_step)`` runs at those sync points only (under torchrun: the mean loss and the
     first non-finite step over all processes, so every rank stops at the same step).
+    With ``setup.capture`` the optimizer must come from ``make_optimizer(..., capturable=True)``.
     """
     device = batches.device
     net_fwd = forward_network if forward_network is not None else network
     network.train()
+    params = [p for p in network.parameters() if p.requires_grad]
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
     step_t = torch.full((), start_step - 1, dtype=torch.long, device=device)
-    window, t_window, last_loss = 0, time.perf_counter(), float("nan")
-    amp = autocast_for(setup.precision, device)
-    for step in range(start_step, setup.steps):
-        lr = setup.lr * min(1.0, (step + 1) / setup.warmup_steps) if setup.warmup_steps else setup.lr
+    captured = setup.capture and device.type == "cuda"
+    amp = autocast_for(setup.precision, device, cache=not captured)
+    lr_t = None
+    if captured:  # the graph reads the learning rate from the device (also after a resume's load)
+        lr_t = torch.tensor(warmup_lr(setup.lr, setup.warmup_steps, start_step), device=device)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_t
+
+    def step_body(batch: Tensor) -> None:
+        """One step; everything it keeps (loss sum, first bad step) stays on the device."""
+        step_t.add_(1)
+        if lr_t is not None and setup.warmup_steps:
+            lr_t.copy_(setup.lr * ((step_t + 1) / setup.warmup_steps).clamp(max=1.0))
         with amp:
-            loss = spec.loss(net_fwd, batches.batch(setup.round_index, step), generator)
+            loss = spec.loss(net_fwd, batch, generator)
         loss.backward()
         if setup.grad_clip:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), setup.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, setup.grad_clip)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update()
+            ema.update_captured() if captured else ema.update()
         loss = loss.detach().float()
         # Remember the first non-finite step without a host sync.
-        step_t += 1
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_t, bad_step)
-        loss_sum += loss
+        bad_step.copy_(torch.where((bad_step < 0) & ~torch.isfinite(loss), step_t, bad_step))
+        loss_sum.add_(loss)
+
+    graph = StepGraph(step_body, optimizer, [generator], lambda: refresh_pruned_weights(network)) if captured else None
+    if graph is not None and ema is not None:
+        ema.start_capture()
+    window, t_window, last_loss = 0, time.perf_counter(), float("nan")
+    for step in range(start_step, setup.steps):
+        lr = warmup_lr(setup.lr, setup.warmup_steps, step)
+        batch = batches.batch(setup.round_index, step)
+        if graph is not None:
+            graph.step(batch, capture=step - start_step >= WARMUP_STEPS)
+            if ema is not None:
+                ema.num_updates += 1  # host copy of the device count, for checkpoints
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_body(batch)
+            optimizer.zero_grad(set_to_none=True)
         window += 1
         done = step + 1
         at_log = done % setup.log_every == 0 or done == setup.steps

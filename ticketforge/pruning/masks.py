@@ -35,6 +35,19 @@ def effective_weight(module: nn.Module) -> Tensor:
     return module.weight
 
 
+@torch.no_grad()
+def refresh_pruned_weights(network: nn.Module) -> None:
+    """Recompute every pruned ``weight`` without autograd history.
+
+    The prune hook stores ``weight`` on the module at each forward, which keeps that forward's
+    autograd graph (and its gradient accumulators, bound to the stream they ran on) alive until the
+    next one; CUDA graph capture wants none left over from the eager warm-up steps.
+    """
+    for module in network.modules():
+        if is_pruned(module):
+            module.weight = module.weight_orig * module.weight_mask
+
+
 def _single_custom_mask(module: nn.Module) -> bool:
     """Whether the module carries exactly one ``custom_from_mask`` reparametrization with a bool mask."""
     hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]

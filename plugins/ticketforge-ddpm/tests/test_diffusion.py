@@ -99,3 +99,25 @@ def test_loss_uses_the_generator(tiny_spec, tiny_net):
     assert l1.ndim == 0 and l1.item() == l2.item()
     l1.backward()
     assert tiny_net.conv_in.weight.grad is not None
+
+
+def test_schedule_tables_are_copied_to_a_device_once(diffusion):
+    """A copy of a CPU table to a GPU waits for the stream: the training loss must not make one per step."""
+    copies = []
+    real_to = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        if self.device.type == "cpu" and self.dtype == torch.float64:
+            copies.append(self.shape)
+        return real_to(self, *args, **kwargs)
+
+    x0 = torch.zeros(4, 1, 8, 8, device="meta")
+    t = torch.zeros(4, dtype=torch.long, device="meta")
+    torch.Tensor.to = spy
+    try:
+        for _ in range(3):
+            diffusion.q_sample(x0, t, x0)
+            diffusion.predict_x0(x0, t, x0)
+    finally:
+        torch.Tensor.to = real_to
+    assert len(copies) == 2  # sqrt(abar) and sqrt(1 - abar), once each; later calls reuse the device copies

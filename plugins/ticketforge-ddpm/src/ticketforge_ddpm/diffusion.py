@@ -56,11 +56,21 @@ class GaussianDiffusion:
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
-        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
+        self.sqrt_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.sqrt()
         # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, beta_tilde_t)
         self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef1 = self.betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        self._device_copies: dict[tuple[int, torch.device], Tensor] = {}
+
+    def _extract(self, values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+        """:func:`extract` from a copy of ``values`` made once per device. Copying a CPU tensor to a
+        GPU waits for the whole stream: a copy per call would stall every training step twice."""
+        key = (id(values), like.device)
+        if key not in self._device_copies:
+            self._device_copies[key] = values.to(like.device)
+        return extract(self._device_copies[key], t, like)
 
     @classmethod
     def from_name(cls, schedule: str = "linear", timesteps: int = 1000) -> "GaussianDiffusion":
@@ -69,24 +79,29 @@ class GaussianDiffusion:
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
-        return extract(self.sqrt_alphas_cumprod, t, x0) * x0, extract(1.0 - self.alphas_cumprod, t, x0)
+        return (self._extract(self.sqrt_alphas_cumprod, t, x0) * x0,
+                self._extract(self.one_minus_alphas_cumprod, t, x0))
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """A draw of x_t ~ q(x_t | x_0) using the given standard normal ``noise``."""
-        return extract(self.sqrt_alphas_cumprod, t, x0) * x0 + extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return (self._extract(self.sqrt_alphas_cumprod, t, x0) * x0
+                + self._extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
 
     def q_posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance (beta tilde) of q(x_{t-1} | x_t, x_0)."""
-        mean = extract(self.posterior_mean_coef1, t, xt) * x0 + extract(self.posterior_mean_coef2, t, xt) * xt
-        return mean, extract(self.posterior_variance, t, xt)
+        mean = (self._extract(self.posterior_mean_coef1, t, xt) * x0
+                + self._extract(self.posterior_mean_coef2, t, xt) * xt)
+        return mean, self._extract(self.posterior_variance, t, xt)
 
     def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_0 implied by x_t and a noise prediction."""
-        return (xt - extract(self.sqrt_one_minus_alphas_cumprod, t, xt) * eps) / extract(self.sqrt_alphas_cumprod, t, xt)
+        return ((xt - self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt) * eps)
+                / self._extract(self.sqrt_alphas_cumprod, t, xt))
 
     def predict_eps(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Noise implied by x_t and an x_0 prediction."""
-        return (xt - extract(self.sqrt_alphas_cumprod, t, xt) * x0) / extract(self.sqrt_one_minus_alphas_cumprod, t, xt)
+        return ((xt - self._extract(self.sqrt_alphas_cumprod, t, xt) * x0)
+                / self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt))
 
     def training_loss(self, network: nn.Module, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Ho et al.'s simple loss: MSE between the noise and the network's prediction of it, at a

@@ -123,11 +123,13 @@ def sample_steps(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequen
         for i, t in enumerate(seq):
             tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
             eps = pick(t)(x, tt).float()
-            x0 = diffusion.predict_x0(x, tt, eps)
+            # t is the same for the whole batch: the schedule enters as Python scalars, so a step
+            # launches a few fused elementwise kernels and never copies a table to the device.
+            sigma, a, a_prev = float(sigmas[i]), abar[i], abar_prev[i]
+            x0 = (x - (1.0 - a) ** 0.5 * eps) / a ** 0.5  # GaussianDiffusion.predict_x0
             if clip_x0:
                 x0 = x0.clamp(-1.0, 1.0)
-                eps = diffusion.predict_eps(x, tt, x0)
-            sigma, a, a_prev = float(sigmas[i]), abar[i], abar_prev[i]
+                eps = (x - a ** 0.5 * x0) / (1.0 - a) ** 0.5  # GaussianDiffusion.predict_eps
             if sampler == "ddpm":  # mean of q(x_prev | x_t, x_0) of the (respaced) chain
                 beta = 1.0 - a / a_prev
                 mean = (a_prev ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - a_prev) * x) / (1.0 - a)
