@@ -21,6 +21,26 @@ from ticketforge.registry import get_registry
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def test_a_round_ignores_gradients_left_on_the_network():
+    from toy_plugin import ToySpec
+    spec = ToySpec()
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    results = []
+    for stale in (False, True):
+        torch.manual_seed(0)
+        network = spec.build()
+        if stale:
+            for p in network.parameters():
+                p.grad = torch.ones_like(p)
+        optimizer = make_optimizer(network, 1e-2, 0.0, torch.device("cpu"))
+        setup = RoundSetup(0, 3, 1e-2, 0, None, 1, 10 ** 9, "fp32")
+        train_round(setup, spec, network, optimizer, None, BatchSource(images, 8, 0, torch.device("cpu")),
+                    torch.Generator().manual_seed(0), 0, on_log=lambda s, m: None, on_checkpoint=lambda s: None)
+        results.append([p.detach().clone() for p in network.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
 def test_device_side_ema_update_matches_the_host_one():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
@@ -36,22 +56,25 @@ def test_device_side_ema_update_matches_the_host_one():
         torch.testing.assert_close(a, b)
 
 
-def _train(capture: bool, steps: int = 12, precision: str = "fp32") -> tuple[list[torch.Tensor], list[float], EMA]:
-    """A few steps of the tiny DDPM U-Net on random images, with warm-up, clipping and EMA."""
+def _train(capture: bool, steps: int = 12, precision: str = "fp32", rounds: int = 2,
+           ) -> tuple[list[torch.Tensor], list[float], EMA]:
+    """Rounds of a few steps of the tiny DDPM U-Net on random images, with warm-up, clipping and EMA;
+    each round gets a new optimizer and EMA, as in the engine."""
     device = torch.device("cuda")
     spec = get_registry().create("models", "ddpm-unet", preset="tiny")
     torch.manual_seed(0)
     network = spec.build().to(device)
-    optimizer = make_optimizer(network, 2e-4, 0.0, device, capturable=capture)
-    ema = EMA(network, 0.999)
     images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     batches = BatchSource(images, 8, seed=0, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
     losses: list[float] = []
-    setup = RoundSetup(0, steps, 2e-4, 5, 1.0, 1, 10 ** 9, precision, capture=capture)
-    torch.manual_seed(1)  # dropout
-    train_round(setup, spec, network, optimizer, ema, batches, gen, 0,
-                on_log=lambda step, m: losses.append(m["loss"]), on_checkpoint=lambda step: None)
+    for k in range(rounds):
+        optimizer = make_optimizer(network, 2e-4, 0.0, device, capturable=capture)
+        ema = EMA(network, 0.999)
+        gen = torch.Generator(device=device).manual_seed(k)
+        setup = RoundSetup(k, steps, 2e-4, 5, 1.0, 1, 10 ** 9, precision, capture=capture)
+        torch.manual_seed(1)  # dropout
+        train_round(setup, spec, network, optimizer, ema, batches, gen, 0,
+                    on_log=lambda step, m: losses.append(m["loss"]), on_checkpoint=lambda step: None)
     return [p.detach().clone() for p in network.parameters()], losses, ema
 
 
@@ -59,19 +82,20 @@ def _train(capture: bool, steps: int = 12, precision: str = "fp32") -> tuple[lis
 def test_captured_step_trains_like_the_eager_step():
     eager_params, eager_losses, eager_ema = _train(capture=False)
     graph_params, graph_losses, graph_ema = _train(capture=True)
-    assert len(graph_losses) == 12 and all(map(lambda x: x == x, graph_losses))
-    # Same kernels, same random numbers: the replays reproduce the eager step.
+    assert len(graph_losses) == 24 and all(map(lambda x: x == x, graph_losses))
+    # Same kernels, same random numbers: the replays reproduce the eager step, and a second round
+    # (new optimizer, new graph) starts as clean as an eager one.
     assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
     for a, b in zip(eager_params, graph_params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert graph_ema.num_updates == eager_ema.num_updates == 12
+    assert graph_ema.num_updates == eager_ema.num_updates == 12  # the last round's EMA
     for a, b in zip(eager_ema.shadow, graph_ema.shadow):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 @cuda
 def test_captured_step_compiles_in_bf16():
-    params, losses, _ = _train(capture=True, steps=8, precision="bf16")
+    params, losses, _ = _train(capture=True, steps=8, precision="bf16", rounds=1)
     assert len(losses) == 8 and all(0 < x < 10 for x in losses)
 
 

@@ -76,3 +76,9 @@ class StepGraph:
         with torch.cuda.graph(graph):
             self.body(self.static_batch)
         self.graph = graph
+
+    def release(self) -> None:
+        """Drop the graph and the gradients it wrote (they live in its memory pool)."""
+        self.graph = None
+        self.static_batch = None
+        self.optimizer.zero_grad(set_to_none=True)

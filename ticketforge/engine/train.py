@@ -118,41 +118,46 @@ def train_round(
         bad_step.copy_(torch.where((bad_step < 0) & ~torch.isfinite(loss), step_t, bad_step))
         loss_sum.add_(loss)
 
+    optimizer.zero_grad(set_to_none=True)  # the first step must not add to gradients left from before
     graph = StepGraph(step_body, optimizer, [generator], lambda: refresh_pruned_weights(network)) if captured else None
     if graph is not None and ema is not None:
         ema.start_capture()
     window, t_window, last_loss = 0, time.perf_counter(), float("nan")
-    for step in range(start_step, setup.steps):
-        lr = warmup_lr(setup.lr, setup.warmup_steps, step)
-        batch = batches.batch(setup.round_index, step)
+    try:
+        for step in range(start_step, setup.steps):
+            lr = warmup_lr(setup.lr, setup.warmup_steps, step)
+            batch = batches.batch(setup.round_index, step)
+            if graph is not None:
+                graph.step(batch, capture=step - start_step >= WARMUP_STEPS)
+                if ema is not None:
+                    ema.num_updates += 1  # host copy of the device count, for checkpoints
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                step_body(batch)
+                optimizer.zero_grad(set_to_none=True)
+            window += 1
+            done = step + 1
+            at_log = done % setup.log_every == 0 or done == setup.steps
+            at_ckpt = done % setup.checkpoint_every == 0 and done < setup.steps
+            if at_log or at_ckpt:
+                window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
+                first_bad = int(bad_any)
+                if first_bad >= 0:
+                    raise TrainingDiverged(
+                        f"loss became non-finite at round {setup.round_index}, step {first_bad} "
+                        f"(last finite loss {last_loss:.4g}): lower --lr or enable grad clipping; the last good "
+                        f"checkpoint is kept and the same command resumes from it")
+            on_step(done)
+            if at_log:
+                now = time.perf_counter()
+                last_loss = float(window_loss) / window
+                on_log(done, {"loss": last_loss, "lr": lr, "steps_per_s": window / max(now - t_window, 1e-9)})
+                loss_sum.zero_()
+                window, t_window = 0, now
+            if at_ckpt:
+                on_checkpoint(done)
+    finally:
         if graph is not None:
-            graph.step(batch, capture=step - start_step >= WARMUP_STEPS)
-            if ema is not None:
-                ema.num_updates += 1  # host copy of the device count, for checkpoints
-        else:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_body(batch)
-            optimizer.zero_grad(set_to_none=True)
-        window += 1
-        done = step + 1
-        at_log = done % setup.log_every == 0 or done == setup.steps
-        at_ckpt = done % setup.checkpoint_every == 0 and done < setup.steps
-        if at_log or at_ckpt:
-            window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
-            first_bad = int(bad_any)
-            if first_bad >= 0:
-                raise TrainingDiverged(
-                    f"loss became non-finite at round {setup.round_index}, step {first_bad} "
-                    f"(last finite loss {last_loss:.4g}): lower --lr or enable grad clipping; the last good "
-                    f"checkpoint is kept and the same command resumes from it")
-        on_step(done)
-        if at_log:
-            now = time.perf_counter()
-            last_loss = float(window_loss) / window
-            on_log(done, {"loss": last_loss, "lr": lr, "steps_per_s": window / max(now - t_window, 1e-9)})
-            loss_sum.zero_()
-            window, t_window = 0, now
-        if at_ckpt:
-            on_checkpoint(done)
+            graph.release()  # the graph's memory and its gradient buffers: the next round starts clean
     return {"loss": last_loss}
