@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ticketforge.engine.engine as engine_module
-from ticketforge import Engine, hookimpl
+from ticketforge import Engine, RunConfig, hookimpl
 from ticketforge.pruning.state import plain_state_dict
 from ticketforge.store import RunStore
 
@@ -159,3 +159,26 @@ def test_python_api_accepts_objects(toy_config, registry):
     sparsities = [g["sparsity"] for g in records[1]["groups"]]
     assert sparsities[0] == pytest.approx(0.5, abs=0.02) and sparsities[1:] == [0.0, 0.0]
     assert records[1]["round"] == 1
+
+
+def test_init_seed_shares_theta_0_but_not_the_data_order(toy_config, registry, tmp_path):
+    from ticketforge.store import RunStore
+
+    def run(name: str, **changes):
+        config = dataclasses.replace(toy_config, rounds=1, out=str(tmp_path / name), **changes)
+        Engine(config, registry=registry).run()
+        store = RunStore(tmp_path / name)
+        return store.read_tensors("init.safetensors"), store.read_tensors("rounds/0000/weights.safetensors")
+
+    init_a, trained_a = run("a", seed=0)
+    init_b, trained_b = run("b", seed=1, init_seed=0)
+    init_c, _ = run("c", seed=1)
+    assert all(torch.equal(init_a[k], init_b[k]) for k in init_a)
+    assert not all(torch.equal(init_a[k], init_c[k]) for k in init_a)
+    assert not all(torch.equal(trained_a[k], trained_b[k]) for k in trained_a)
+
+
+def test_an_unset_later_field_leaves_the_run_hash_alone():
+    base = RunConfig()
+    assert "init_seed" not in base.identity()
+    assert dataclasses.replace(base, init_seed=3).digest() != base.digest()

@@ -37,6 +37,9 @@ from .options import parse_key_values
 @click.option("--baseline", type=click.Choice(BASELINES), default=None,
               help="Sanity baseline: random-reinit (fresh init each round) or random-prune (random masks). [default: none]")
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, noise and random choices. [default: 0]")
+@click.option("--init-seed", type=int, default=None,
+              help="Seed of the initial weights alone, so that two runs share theta_0 but not their data order "
+                   "and noise (--seed 1 --init-seed 0). [default: --seed]")
 @click.option("--batch-size", type=int, default=None, help="Training batch size. [default: the preset's]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate. [default: the preset's]")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,

@@ -28,6 +28,9 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
                             "world_size", "cuda_graphs"})
 
+# Identity fields added after the first release, left out of a run's hash while unset.
+LATER_FIELDS = frozenset({"init_seed"})
+
 
 @dataclass
 class RunConfig:
@@ -50,6 +53,7 @@ class RunConfig:
     tau_frac: float = 0.05
     baseline: str = "none"
     seed: int = 0
+    init_seed: int | None = None  # seed of the initial weights alone; None: ``seed``
     batch_size: int | None = None
     lr: float | None = None
     warmup_steps: int | None = None
@@ -122,8 +126,12 @@ class RunConfig:
         return dataclasses.replace(self, **filled)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what the run computes (what its hash is made of)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
+        """The fields that define what the run computes (what its hash is made of).
+
+        Fields added after the first release count only once set, so that existing run folders keep
+        their names."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v is None)}
 
     def digest(self) -> str:
         """Short sha256 of :meth:`identity`: the run directory's name."""

@@ -199,7 +199,7 @@ class Engine:
     def run(self) -> list[dict[str, Any]]:
         """Run (or resume) every round; returns the round records."""
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)  # theta_0
         network = self.spec.build()
         groups = module_groups(self.spec, network)
         if not groups:
