@@ -21,7 +21,10 @@ exactly the masks it was captured with; a new round captures a new graph.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -29,27 +32,51 @@ from torch import Tensor
 WARMUP_STEPS = 3
 
 
+@contextmanager
+def host_syncs() -> Iterator[list[str]]:
+    """Where (``file:line``) the block made synchronising CUDA calls (PyTorch's sync debug mode).
+
+    A step that waits for the GPU (``.item()``, a CPU-to-GPU copy, a branch on a tensor) cannot be
+    captured; the list is filled when the block exits.
+    """
+    found: list[str] = []
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield found
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    # Only the per-call reports: setting the mode itself warns that it is a prototype.
+    found.extend(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "called a synchronizing" in str(w.message))
+
+
 class StepGraph:
-    """Runs ``body(batch)`` eagerly for the warm-up steps, then captures it once and replays it."""
+    """Runs ``body(batch)`` eagerly for :data:`WARMUP_STEPS` steps, then captures it once and replays it.
+
+    The last warm-up step runs under :func:`host_syncs`; a step that synchronises with the host is
+    never captured (it would fail, or replay stale values): it keeps running eagerly, with a warning.
+    """
 
     def __init__(self, body: Callable[[Tensor], None], optimizer: torch.optim.Optimizer,
-                 generators: Sequence[torch.Generator] = (), before_capture: Callable[[], None] = lambda: None):
+                 generators: Sequence[torch.Generator] = (), before_capture: Callable[[], None] = lambda: None,
+                 warmup_steps: int = WARMUP_STEPS):
         self.body = body
         self.before_capture = before_capture
         self.optimizer = optimizer
         self.generators = list(generators)
+        self.warmup_steps = warmup_steps
+        self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.captured = False  # whether this round's step was ever captured (for the round's record)
+        self.uncapturable: str | None = None  # why not, when the step synchronises with the host
         self.static_batch: Tensor | None = None
         self.side_stream: torch.cuda.Stream | None = None
 
-    @property
-    def ready(self) -> bool:
-        """Whether the step has been captured (later steps replay)."""
-        return self.graph is not None
-
-    def step(self, batch: Tensor, capture: bool) -> None:
-        """One training step on ``batch``: eager until ``capture`` is first true, replayed after."""
-        if self.graph is None and capture:
+    def step(self, batch: Tensor) -> None:
+        """One training step on ``batch``: eager while warming up, then captured once and replayed."""
+        if self.graph is None and self.eager_steps >= self.warmup_steps and self.uncapturable is None:
             self._capture(batch)
         if self.graph is not None:
             assert self.static_batch is not None
@@ -61,9 +88,19 @@ class StepGraph:
             self.side_stream = torch.cuda.Stream(batch.device)
         self.side_stream.wait_stream(current)
         with torch.cuda.stream(self.side_stream):
-            self.body(batch)
+            if self.eager_steps == self.warmup_steps - 1:  # caches and compiled code are warm by now
+                with host_syncs() as syncs:
+                    self.body(batch)
+                if syncs:
+                    self.uncapturable = syncs[0]
+                    warnings.warn(f"the training step synchronises with the host (at {syncs[0]}), so it runs "
+                                  f"without a CUDA graph; pass --no-cuda-graphs to silence this", RuntimeWarning,
+                                  stacklevel=2)
+            else:
+                self.body(batch)
             self.optimizer.zero_grad(set_to_none=True)
         current.wait_stream(self.side_stream)
+        self.eager_steps += 1
 
     def _capture(self, batch: Tensor) -> None:
         torch.cuda.synchronize(batch.device)
@@ -76,6 +113,7 @@ class StepGraph:
         with torch.cuda.graph(graph):
             self.body(self.static_batch)
         self.graph = graph
+        self.captured = True
 
     def release(self) -> None:
         """Drop the graph and the gradients it wrote (they live in its memory pool)."""

@@ -22,7 +22,7 @@ from ..protocols import ModelSpec
 from ..pruning.masks import refresh_pruned_weights
 from .data import BatchSource
 from .ema import EMA
-from .step_graph import WARMUP_STEPS, StepGraph
+from .step_graph import StepGraph
 
 
 @dataclass
@@ -128,7 +128,7 @@ def train_round(
             lr = warmup_lr(setup.lr, setup.warmup_steps, step)
             batch = batches.batch(setup.round_index, step)
             if graph is not None:
-                graph.step(batch, capture=step - start_step >= WARMUP_STEPS)
+                graph.step(batch)
                 if ema is not None:
                     ema.num_updates += 1  # host copy of the device count, for checkpoints
             else:
@@ -160,4 +160,4 @@ def train_round(
     finally:
         if graph is not None:
             graph.release()  # the graph's memory and its gradient buffers: the next round starts clean
-    return {"loss": last_loss}
+    return {"loss": last_loss, **({"cuda_graph": graph.captured} if graph is not None else {})}
