@@ -9,7 +9,7 @@ ticket's MACs counted as if every pruned weight were skipped (``ticketforge flop
 
     python experiments/mixed_sampling.py runs/mnist/incremental --ticket-round -1 \
         --switch 800,600,400,200 --samples 10000 --steps 100 --evaluator fd-lenet \
-        --option batch_size=2000 --device cuda --json mixed.json --plot mixed.png
+        --option batch_size=2000 --device cuda --precision bf16 --compile --json mixed.json --plot mixed.png
 
 Every row records the sample count, sampler, steps and seed; the scores are not stored in the run.
 """
@@ -25,6 +25,7 @@ import torch
 
 from ticketforge.api import load_round
 from ticketforge.cli.options import parse_key_values
+from ticketforge.engine.sampling import sampling_network
 from ticketforge.metrics.flops import count_macs, with_densities
 from ticketforge.registry import get_registry
 from ticketforge.store import RunStore
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--evaluator", default="fd-lenet")
     parser.add_argument("--option", action="append", default=[], help="evaluator option KEY=VALUE")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto", help="of the denoisers: auto, fp32, tf32 or bf16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both denoisers (CUDA graphs on a GPU)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None, help="PNG of score against MACs (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     dense_macs, ticket_macs = macs_per_step(dense.network, ticket.network, dense.spec)
     timesteps = ddim_timesteps(dense.spec.diffusion.timesteps, args.steps)
     device = torch.device(args.device)
-    networks = {"dense": dense.network.to(device), "ticket": ticket.network.to(device)}
+    networks, precision = {}, args.precision
+    for name, loaded in (("dense", dense), ("ticket", ticket)):
+        networks[name], precision = sampling_network(loaded.network.to(device), args.precision, args.compile, device)
     rows = []
     for order, s in plan([int(x) for x in args.switch.split(",") if x], timesteps):
         if s is None:
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                "macs_fraction_of_dense": macs / (len(timesteps) * dense_macs),
                "ticket_round": ticket.round, "ticket_sparsity": ticket.record.get("sparsity"),
                "samples": args.samples, "sampler": args.sampler, "steps": args.steps, "seed": args.seed,
+               "precision": precision, "compile": args.compile,
                "evaluator": args.evaluator, "scores": scores}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -81,6 +81,11 @@ def test_eval_and_report_commands(toy_config, monkeypatch, tmp_path):
     store = RunStore(toy_config.out)
     stored = [store.round_record(k)["metrics"]["mean-pixel"] for k in store.finished_rounds()]
     assert len(stored) == 2 and all(s["n_samples"] == 8 and s["steps"] == 7 and s["seed"] == 0 for s in stored)
+    assert all(s["precision"] == "fp32" and s["compile"] is False for s in stored)  # auto on a CPU
+    result = runner.invoke(cli, ["eval", toy_config.out, "--round", "1", "--evaluator", "mean-pixel", "--samples", "8",
+                                 "--device", "cpu", "--precision", "bf16"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert RunStore(toy_config.out).round_record(1)["metrics"]["mean-pixel"]["precision"] == "bf16"
     both = runner.invoke(cli, ["eval", toy_config.out, "--all", "--round", "1", "--evaluator", "mean-pixel"])
     assert both.exit_code == 2
     out = tmp_path / "report"

@@ -145,3 +145,19 @@ def test_targets_see_the_current_weights_between_forward_passes():
         conv.weight_orig.add_(1.0)  # what an optimizer step does; no forward pass refreshes `weight` yet
     assert torch.equal(target.weight, conv.weight_orig * mask)
     assert (target.weight[~mask] == 0).all()
+
+
+def test_bf16_sampling_wrapper_returns_float32_close_to_the_network():
+    from ticketforge.engine.sampling import Autocast, sampling_network
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 1, 3, padding=1))
+    x = torch.randn(4, 1, 8, 8)
+    wrapped, precision = sampling_network(net, "bf16", False, torch.device("cpu"))
+    assert precision == "bf16" and isinstance(wrapped, Autocast)
+    out = wrapped(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, net(x), rtol=0.05, atol=0.05)
+    assert not torch.equal(out, net(x))  # it did run in bf16
+    same, precision = sampling_network(net, "auto", False, torch.device("cpu"))
+    assert same is net and precision == "fp32"

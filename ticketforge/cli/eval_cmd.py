@@ -25,16 +25,17 @@ def headline(scores: dict[str, Any]) -> tuple[str, float]:
 
 def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, n_samples: int, sampler: str,
                     steps: int, options: dict[str, Any], seed: int = 0, device: str = "auto",
-                    ema: bool = True) -> list[dict[str, Any]]:
+                    ema: bool = True, precision: str = "auto", compile: bool = False) -> list[dict[str, Any]]:
     """Evaluate each round (the last finished one when ``rounds`` is None) and record the scores.
 
-    Scores are stored in the round's metrics under the evaluator's name, with the seed and whether
-    EMA weights were used; each evaluation draws its samples from ``seed``. Under torchrun the
+    Scores are stored in the round's metrics under the evaluator's name, with the seed, whether
+    EMA weights were used and the denoiser's precision and compilation; each evaluation draws its samples from ``seed``. Under torchrun the
     evaluator shards the sampling over the processes and rank 0 stores the scores.
     """
     from ..api import load_round, record_metrics
     from ..engine import distributed
     from ..engine.engine import resolve_device
+    from ..engine.sampling import sampling_network
     from ..registry import get_registry
     from ..store import RunStore
 
@@ -48,10 +49,11 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
     results = []
     for k in rounds if rounds is not None else [None]:
         loaded = load_round(run, k, ema=ema, device=str(dev))
+        network, resolved = sampling_network(loaded.network, precision, compile, dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
-        scores = evaluator.evaluate(loaded.spec, loaded.network, dataset=dataset, n_samples=n_samples,
+        scores = evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=n_samples,
                                     generator=gen, device=dev, sampler=sampler, steps=steps)
-        scores = {**scores, "seed": seed, "ema": ema}
+        scores = {**scores, "seed": seed, "ema": ema, "precision": resolved, "compile": compile}
         if ctx.is_main:
             record_metrics(run, loaded.round, {evaluator_name: scores})
         results.append({"round": loaded.round, "sparsity": loaded.record.get("sparsity"),
@@ -71,7 +73,8 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
 @sampling_options
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, evaluator: str, n_samples: int, sampler: str,
-            steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str, as_json: bool) -> None:
+            steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str,
+            compile_: bool, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     Every score is stored with its sample count, sampler, steps, seed and featurizer sha256.
@@ -90,7 +93,8 @@ def command(run: str, round_: int | None, all_rounds: bool, evaluator: str, n_sa
         click.echo(f"note: {n_samples} samples; distances are biased upward at small counts, and any "
                    f"published figure needs {MIN_REPORTED_SAMPLES} at the least", err=True)
     results = evaluate_rounds(run, rounds, evaluator, n_samples=n_samples, sampler=sampler, steps=steps,
-                              options=parse_key_values(options, "--option"), seed=seed, device=device, ema=not no_ema)
+                              options=parse_key_values(options, "--option"), seed=seed, device=device, ema=not no_ema,
+                              precision=precision, compile=compile_)
     if not main:
         return
     if as_json:

@@ -8,6 +8,7 @@ from torchvision.utils import save_image
 
 from ..api import load_round
 from ..engine.engine import resolve_device
+from ..engine.sampling import sampling_network
 from .options import sampling_options, parse_key_values, round_option
 
 
@@ -19,13 +20,14 @@ from .options import sampling_options, parse_key_values, round_option
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
 def command(run: str, round_: int | None, n: int, sampler: str, steps: int, options: tuple[str, ...], seed: int,
-            no_ema: bool, device: str, out: str) -> None:
+            no_ema: bool, device: str, precision: str, compile_: bool, out: str) -> None:
     """Sample a grid of images from a round's ticket (EMA weights by default)."""
     dev = resolve_device(device)
     loaded = load_round(run, round_, ema=not no_ema, device=str(dev))
+    network, _ = sampling_network(loaded.network, precision, compile_, dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
-        images = loaded.spec.sample(loaded.network, n, generator=gen, sampler=sampler, steps=steps,
+        images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
                                     **parse_key_values(options, "--option"))
     save_image(images.float().cpu(), out, nrow=max(1, int(n ** 0.5)))
     click.echo(f"wrote {n} samples of round {loaded.round} ({100 * loaded.record['sparsity']:.2f}% sparse) to {out}")
