@@ -23,7 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
-from ticketforge.engine.engine import set_matmul_precision
+from ticketforge.engine.engine import compile_mode, set_matmul_precision
+from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.groups import module_groups, prune_targets
 from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
 from ticketforge.pruning import apply_masks
@@ -121,8 +122,7 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
     optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=capture)
     ema = EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None
     batches = BatchSource(images, batch_size, seed=0, device=device)
-    mode = "reduce-overhead" if device.type == "cuda" and not capture else None
-    forward = torch.compile(network, mode=mode) if variant.compile else network
+    forward = torch.compile(network, mode=compile_mode(device, capture)) if variant.compile else network
     gen = torch.Generator(device=device).manual_seed(0)
     setup = RoundSetup(0, warmup + steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
                        variant.precision, capture=capture)
@@ -158,10 +158,9 @@ def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, pr
         network = network.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    set_matmul_precision(precision)
-    net = torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else None) if compiled else network
+    net, _ = sampling_network(network, precision, compiled, device)  # what eval and sample run
     gen = torch.Generator(device=device)
-    with torch.no_grad(), autocast_for(precision, device):
+    with torch.no_grad():
         spec.sample(net, n, generator=gen.manual_seed(0), sampler="ddim", steps=min(steps, 5))  # warm-up / compile
         sync(device)
         t0 = time.perf_counter()

@@ -23,12 +23,19 @@ class EMA:
         self.decay = decay
         self.warmup = warmup
         self.num_updates = 0
+        self._count: torch.Tensor | None = None  # the update count on the device, once capture starts
+
+    def decay_at(self, t: int | torch.Tensor) -> float | torch.Tensor:
+        """The decay of update number ``t`` (a float, or a tensor for a count held on the device)."""
+        if not self.warmup:
+            return self.decay
+        warm = (1 + t) / (10 + t)
+        return warm.clamp(max=self.decay) if isinstance(warm, torch.Tensor) else min(self.decay, warm)
 
     @torch.no_grad()
     def update(self) -> None:
         self.num_updates += 1
-        t = self.num_updates
-        decay = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+        decay = self.decay_at(self.num_updates)
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
 
     def start_capture(self) -> None:
@@ -41,9 +48,9 @@ class EMA:
 
         The caller adds 1 to ``num_updates`` after each replay (the host copy that checkpoints store).
         """
+        assert self._count is not None, "call start_capture() first"
         self._count += 1
-        decay = ((1 + self._count) / (10 + self._count)).clamp(max=self.decay) if self.warmup \
-            else torch.full_like(self._count, self.decay)
+        decay = self.decay_at(self._count)
         torch._foreach_mul_(self.shadow, decay)
         torch._foreach_add_(self.shadow, torch._foreach_mul([p.detach() for p in self.params], 1 - decay))
 

@@ -85,6 +85,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def compile_mode(device: torch.device, capture: bool) -> str | None:
+    """``torch.compile``'s mode for the training network. CUDA graphs remove the launch overhead that
+    bounds these U-Nets: our own over the whole step (step_graph.py), inside which torch.compile must
+    not make its own, or torch.compile's over the network alone (under DDP); none on a CPU."""
+    return None if device.type == "cpu" or capture else "reduce-overhead"
+
+
 def set_matmul_precision(precision: str) -> None:
     """TF32 on for ``tf32`` (and ``bf16``, for the ops autocast leaves in float32), off for ``fp32``."""
     tf32 = precision in ("tf32", "bf16")
@@ -152,9 +159,7 @@ class Engine:
             Path(self.config.runs_root) / f"{_slug(self.config.model)}-{_slug(self.config.schedule)}-{self.config.digest()}"
         self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
         self.capture = self._resolve_capture()
-        # CUDA graphs remove the launch overhead that bounds these U-Nets: our own over the whole step
-        # (step_graph.py), or torch.compile's over the network alone (under DDP); none on a CPU.
-        self.compile_mode = None if self.device.type == "cpu" or self.capture else "reduce-overhead"
+        self.compile_mode = compile_mode(self.device, self.capture)
 
     def _resolve_capture(self) -> bool:
         """Whether each round's step is captured as one CUDA graph (see ``RunConfig.cuda_graphs``)."""

@@ -56,9 +56,13 @@ def autocast_for(precision: str, device: torch.device, cache: bool = True) -> An
     return nullcontext()
 
 
-def warmup_lr(base: float, warmup_steps: int, step: int) -> float:
-    """Linear warm-up over ``warmup_steps`` steps, then ``base``."""
-    return base * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base
+def warmup_lr(base: float, warmup_steps: int, step: int | Tensor) -> Any:
+    """Linear warm-up over ``warmup_steps`` steps, then ``base``: a float for a step number, a tensor
+    for a step held on the device (inside a captured step)."""
+    if not warmup_steps:
+        return base
+    scale = (step + 1) / warmup_steps
+    return base * (scale.clamp(max=1.0) if isinstance(scale, Tensor) else min(1.0, scale))
 
 
 def train_round(
@@ -104,7 +108,7 @@ def train_round(
         """One step; everything it keeps (loss sum, first bad step) stays on the device."""
         step_t.add_(1)
         if lr_t is not None and setup.warmup_steps:
-            lr_t.copy_(setup.lr * ((step_t + 1) / setup.warmup_steps).clamp(max=1.0))
+            lr_t.copy_(warmup_lr(setup.lr, setup.warmup_steps, step_t))
         with amp:
             loss = spec.loss(net_fwd, batch, generator)
         loss.backward()

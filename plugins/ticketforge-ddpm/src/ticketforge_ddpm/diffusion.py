@@ -8,7 +8,7 @@ kept in float64 and cast to the input's dtype when gathered.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -95,13 +95,13 @@ class GaussianDiffusion:
 
     def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_0 implied by x_t and a noise prediction."""
-        return ((xt - self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt) * eps)
-                / self._extract(self.sqrt_alphas_cumprod, t, xt))
+        return x0_from_eps(xt, eps, self._extract(self.sqrt_alphas_cumprod, t, xt),
+                           self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt))
 
     def predict_eps(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Noise implied by x_t and an x_0 prediction."""
-        return ((xt - self._extract(self.sqrt_alphas_cumprod, t, xt) * x0)
-                / self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt))
+        return eps_from_x0(xt, x0, self._extract(self.sqrt_alphas_cumprod, t, xt),
+                           self._extract(self.sqrt_one_minus_alphas_cumprod, t, xt))
 
     def training_loss(self, network: nn.Module, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Ho et al.'s simple loss: MSE between the noise and the network's prediction of it, at a
@@ -110,6 +110,20 @@ class GaussianDiffusion:
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
         pred = network(self.q_sample(x0, t.to(x0.device), noise), t.to(x0.device))
         return F.mse_loss(pred.float(), noise.float())
+
+
+ScaleLike = Union[float, Tensor]
+
+
+def x0_from_eps(xt: Tensor, eps: Tensor, sqrt_abar: ScaleLike, sqrt_one_minus_abar: ScaleLike) -> Tensor:
+    """x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar); the scales are per-example tensors or, when the
+    whole batch shares its timestep (sampling), Python floats."""
+    return (xt - sqrt_one_minus_abar * eps) / sqrt_abar
+
+
+def eps_from_x0(xt: Tensor, x0: Tensor, sqrt_abar: ScaleLike, sqrt_one_minus_abar: ScaleLike) -> Tensor:
+    """eps = (x_t - sqrt(abar) x_0) / sqrt(1 - abar), the inverse of :func:`x0_from_eps`."""
+    return (xt - sqrt_abar * x0) / sqrt_one_minus_abar
 
 
 def rng(generator: torch.Generator | None, device: torch.device) -> dict:

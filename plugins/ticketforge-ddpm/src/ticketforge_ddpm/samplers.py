@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .diffusion import GaussianDiffusion, from_model_space, randn
+from .diffusion import GaussianDiffusion, eps_from_x0, from_model_space, randn, x0_from_eps
 from .switching import NetworkSchedule, TimestepSwitch, network_picker, switch_at
 
 __all__ = ["SAMPLERS", "NetworkSchedule", "TimestepSwitch", "switch_at", "network_picker", "ddim_timesteps",
@@ -124,12 +124,12 @@ def sample_steps(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequen
             tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
             eps = pick(t)(x, tt).float()
             # t is the same for the whole batch: the schedule enters as Python scalars, so a step
-            # launches a few fused elementwise kernels and never copies a table to the device.
+            # launches a few elementwise kernels and never gathers from a table on the device.
             sigma, a, a_prev = float(sigmas[i]), abar[i], abar_prev[i]
-            x0 = (x - (1.0 - a) ** 0.5 * eps) / a ** 0.5  # GaussianDiffusion.predict_x0
+            x0 = x0_from_eps(x, eps, a ** 0.5, (1.0 - a) ** 0.5)
             if clip_x0:
                 x0 = x0.clamp(-1.0, 1.0)
-                eps = (x - a ** 0.5 * x0) / (1.0 - a) ** 0.5  # GaussianDiffusion.predict_eps
+                eps = eps_from_x0(x, x0, a ** 0.5, (1.0 - a) ** 0.5)
             if sampler == "ddpm":  # mean of q(x_prev | x_t, x_0) of the (respaced) chain
                 beta = 1.0 - a / a_prev
                 mean = (a_prev ** 0.5 * beta * x0 + (1.0 - beta) ** 0.5 * (1.0 - a_prev) * x) / (1.0 - a)
