@@ -15,15 +15,16 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import torch._dynamo
 from torch.utils.flop_counter import FlopCounterMode
 
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
-from ticketforge.engine.engine import compile_mode, set_matmul_precision
+from ticketforge.engine.engine import compile_options, set_matmul_precision
 from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.groups import module_groups, prune_targets
 from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
@@ -40,6 +41,8 @@ class Variant:
     sparsity: float = 0.0
     channels_last: bool = False
     capture: bool = False  # the whole step as one CUDA graph (engine/step_graph.py)
+    cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms once per shape
+    nchw: bool = False  # compiled without the channels-last layout the engine asks inductor for
 
 
 # compile-*: torch.compile with its own CUDA graphs over the network (mode reduce-overhead), the rest
@@ -60,7 +63,23 @@ VARIANTS = {v.name: v for v in [
     Variant("compile-graph-bf16", "bf16", compile=True, capture=True),
     Variant("compile-graph-bf16-cl", "bf16", compile=True, capture=True, channels_last=True),
     Variant("compile-graph-bf16-sparse90", "bf16", compile=True, capture=True, sparsity=0.9),
+    Variant("compile-graph-bf16-cudnn", "bf16", compile=True, capture=True, cudnn_benchmark=True),
+    Variant("compile-graph-bf16-cl-cudnn", "bf16", compile=True, capture=True, channels_last=True,
+            cudnn_benchmark=True),
+    Variant("compile-graph-bf16-nchw", "bf16", compile=True, capture=True, nchw=True),
+    Variant("compile-bf16-nchw", "bf16", compile=True, nchw=True),
 ]}
+
+
+def compile_network(network: torch.nn.Module, variant: Variant, device: torch.device,
+                    capture: bool) -> torch.nn.Module:
+    """``network`` compiled as the engine does (or left eager). Dynamo's caches are reset first: it
+    would otherwise reuse the previous variant's compiled code for the same class whatever the
+    options (seen on torch 2.11: a variant compiled in 1 s)."""
+    if not variant.compile:
+        return network
+    torch._dynamo.reset()
+    return torch.compile(network, **compile_options(device, capture, channels_last=not variant.nchw))
 
 
 def sync(device: torch.device) -> None:
@@ -118,11 +137,12 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
     if variant.channels_last:
         network = network.to(memory_format=torch.channels_last)
     set_matmul_precision(variant.precision)
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
     capture = variant.capture and device.type == "cuda"
     optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=capture)
     ema = EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None
     batches = BatchSource(images, batch_size, seed=0, device=device)
-    forward = torch.compile(network, mode=compile_mode(device, capture)) if variant.compile else network
+    forward = compile_network(network, variant, device, capture)
     gen = torch.Generator(device=device).manual_seed(0)
     setup = RoundSetup(0, warmup + steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
                        variant.precision, capture=capture)
@@ -144,21 +164,38 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
             "peak_memory_gib": peak_gib(device)}
 
 
-def sample_name(compiled: bool, precision: str, channels_last: bool) -> str:
-    return f"sample-{'compile' if compiled else 'eager'}-{precision}{'-cl' if channels_last else ''}"
+@dataclass(frozen=True)
+class SampleVariant:
+    name: str
+    precision: str
+    compile: bool = False
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
 
 
-def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, precision: str,
-                   device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+SAMPLE_VARIANTS = {v.name: v for v in [
+    SampleVariant("sample-eager-fp32", "fp32"),
+    SampleVariant("sample-eager-tf32", "tf32"),
+    SampleVariant("sample-eager-bf16", "bf16"),
+    SampleVariant("sample-compile-bf16-nchw", "bf16", compile=True),
+    SampleVariant("sample-compile-bf16-cl", "bf16", compile=True, channels_last=True),
+    SampleVariant("sample-compile-bf16-nchw-cudnn", "bf16", compile=True, cudnn_benchmark=True),
+    SampleVariant("sample-compile-bf16-cl-cudnn", "bf16", compile=True, channels_last=True, cudnn_benchmark=True),
+]}
+DEFAULT_SAMPLING = "sample-eager-fp32,sample-eager-tf32,sample-eager-bf16,sample-compile-bf16-nchw,sample-compile-bf16-cl"
+
+
+def bench_sampling(spec: Any, init: dict, n: int, steps: int, variant: SampleVariant,
+                   device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     network = spec.build().to(device)
     load_plain_state_dict(network, init)
     network.eval()
-    if channels_last:
-        network = network.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    net, _ = sampling_network(network, precision, compiled, device)  # what eval and sample run
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
+    # What eval and sample run (which pick channels_last themselves when compiling on a GPU).
+    net, _ = sampling_network(network, variant.precision, variant.compile, device, variant.channels_last)
     gen = torch.Generator(device=device)
     with torch.no_grad():
         spec.sample(net, n, generator=gen.manual_seed(0), sampler="ddim", steps=min(steps, 5))  # warm-up / compile
@@ -167,8 +204,41 @@ def bench_sampling(spec: Any, init: dict, n: int, steps: int, compiled: bool, pr
         spec.sample(net, n, generator=gen.manual_seed(1), sampler="ddim", steps=steps)
         sync(device)
     seconds = time.perf_counter() - t0
-    return {"variant": sample_name(compiled, precision, channels_last), "images_per_s": n / seconds,
+    return {"variant": variant.name, "images_per_s": n / seconds,
             "seconds": seconds, "n": n, "ddim_steps": steps, "peak_memory_gib": peak_gib(device)}
+
+
+def profile_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
+                     device: torch.device, steps: int = 10, rows: int = 30) -> str:
+    """Top kernels of ``variant``'s step by GPU time. Runs without any CUDA graph (the profiler does
+    not see inside a replayed graph), so launch gaps are not what this shows; kernel times are."""
+    from torch.profiler import ProfilerActivity, profile
+
+    probe = replace(variant, capture=False)
+    torch.manual_seed(0)
+    network = spec.build().to(device)
+    load_plain_state_dict(network, init)
+    if probe.channels_last:
+        network = network.to(memory_format=torch.channels_last)
+    set_matmul_precision(probe.precision)
+    torch.backends.cudnn.benchmark = probe.cudnn_benchmark
+    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=False)
+    forward = compile_network(network, probe, device, capture=True)  # capture=True: no CUDA graphs of its own
+    batches = BatchSource(images, batch_size, seed=0, device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def run(n: int) -> None:
+        setup = RoundSetup(0, n, spec.defaults.lr, 0, spec.defaults.grad_clip, 1, 10 ** 9, probe.precision)
+        train_round(setup, spec, network, optimizer, None, batches, gen, 0, on_log=lambda *a: None,
+                    on_checkpoint=lambda s: None, forward_network=forward)
+        sync(device)
+
+    run(5)
+    on_gpu = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
+        run(steps)
+    return prof.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total", row_limit=rows,
+                                     max_name_column_width=90)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -180,8 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--sample-n", type=int, default=512)
     parser.add_argument("--sample-steps", type=int, default=100)
-    parser.add_argument("--no-sampling", action="store_true")
-    parser.add_argument("--skip-sampling", default="", help="comma-separated sampling variants to leave out")
+    parser.add_argument("--sampling", default=DEFAULT_SAMPLING, help="sampling variants ('' for none)")
+    parser.add_argument("--profile", default="", help="training variants to profile (top kernels, no graphs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None)
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, a few steps: checks the harness runs")
@@ -189,7 +259,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.smoke:
         args.preset, args.batch_size, args.warmup, args.steps, args.device = "tiny", 4, 2, 2, "cpu"
         args.variants, args.sample_n, args.sample_steps = "eager-fp32,eager-tf32-sparse90", 2, 2
+        args.sampling = "sample-eager-fp32"
     device = torch.device(args.device)
+    if device.type == "cpu" and args.sampling == DEFAULT_SAMPLING:
+        args.sampling = "sample-eager-fp32"
     spec = get_registry().create("models", "ddpm-unet", preset=args.preset)
     torch.manual_seed(0)
     init = plain_state_dict(spec.build())
@@ -218,18 +291,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with open(args.json, "w") as f:
                 json.dump(report, f, indent=1)
 
-    for name in args.variants.split(","):
+    for name in filter(None, args.variants.split(",")):
         record(bench_training(spec, VARIANTS[name], init, images, args.batch_size, args.warmup, args.steps, device),
                flops)
-    if not args.no_sampling:
-        runs = [(False, "fp32", False), (False, "tf32", False), (False, "bf16", False), (True, "bf16", False),
-                (True, "bf16", True)] if device.type == "cuda" else [(False, "fp32", False)]
-        for compiled, precision, channels_last in runs:
-            if sample_name(compiled, precision, channels_last) in args.skip_sampling.split(","):
-                continue
-            record(bench_sampling(spec, init, args.sample_n, args.sample_steps, compiled, precision, device,
-                                  channels_last), image_flops * args.sample_steps)
-
+    for name in filter(None, args.sampling.split(",")):
+        record(bench_sampling(spec, init, args.sample_n, args.sample_steps, SAMPLE_VARIANTS[name], device),
+               image_flops * args.sample_steps)
+    for name in filter(None, args.profile.split(",")):
+        print(f"\n{name}: top kernels over 10 steps\n" + profile_training(spec, VARIANTS[name], init, images,
+                                                                        args.batch_size, device), flush=True)
     def rate(r: dict) -> float:
         return r.get("steps_per_s") or r["images_per_s"]
 

@@ -161,3 +161,20 @@ def test_bf16_sampling_wrapper_returns_float32_close_to_the_network():
     assert not torch.equal(out, net(x))  # it did run in bf16
     same, precision = sampling_network(net, "auto", False, torch.device("cpu"))
     assert same is net and precision == "fp32"
+
+
+def test_sampling_network_moves_weights_to_channels_last_when_asked_and_not_on_a_cpu_by_default():
+    from ticketforge.engine.sampling import sampling_network
+
+    def conv_layout_is_channels_last(net: nn.Module) -> bool:
+        return net[0].weight.is_contiguous(memory_format=torch.channels_last) and not net[0].weight.is_contiguous()
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 3, 3, padding=1))
+    x = torch.randn(2, 3, 8, 8)
+    before = net(x)
+    sampling_network(net, "fp32", False, torch.device("cpu"))  # default: only when compiling on a GPU
+    assert not conv_layout_is_channels_last(net)
+    same, _ = sampling_network(net, "fp32", False, torch.device("cpu"), channels_last=True)
+    assert same is net and conv_layout_is_channels_last(net)  # in place, the same module
+    torch.testing.assert_close(net(x), before)  # a layout, not a change of the function

@@ -93,11 +93,26 @@ def test_captured_step_trains_like_the_eager_step():
     # Same kernels, same random numbers: the replays reproduce the eager step, and a second round
     # (new optimizer, new graph) starts as clean as an eager one.
     assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
-    for a, b in zip(eager_params, graph_params):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # cuDNN's backward kernels are not bitwise deterministic: two eager runs of 24 steps differ by up
+    # to 2e-5 in single weights (measured on an H100), as much as eager and captured do. So compare
+    # the whole difference with how far training moved the weights: a lost or doubled step, a stale
+    # gradient or a wrong learning rate moves them by a few percent of that, run-to-run noise by 1e-4.
+    init = _initial_params()
+    assert _relative_gap(graph_params, eager_params, init) < 2e-3
     assert graph_ema.num_updates == eager_ema.num_updates == 12  # the last round's EMA
-    for a, b in zip(eager_ema.shadow, graph_ema.shadow):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert _relative_gap(graph_ema.shadow, eager_ema.shadow, init) < 2e-3
+
+
+def _initial_params() -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    return [p.detach().cuda() for p in get_registry().create("models", "ddpm-unet", preset="tiny").build().parameters()]
+
+
+def _relative_gap(got: list[torch.Tensor], want: list[torch.Tensor], start: list[torch.Tensor]) -> float:
+    """||got - want|| over ||want - start||, all tensors as one vector."""
+    gap = torch.cat([(a - b).flatten() for a, b in zip(got, want)]).norm()
+    moved = torch.cat([(b - s).flatten() for b, s in zip(want, start)]).norm()
+    return float(gap / moved)
 
 
 @cuda

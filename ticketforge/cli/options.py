@@ -46,8 +46,9 @@ def sampling_options(func):
                      help="Precision of the denoiser: fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on "
                           "a CPU. Evaluators' featurizers keep their own."),
         click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
-                     help="torch.compile the denoiser (CUDA graphs on a GPU): 2-3x faster sampling after a "
-                          "compile of about a minute."),
+                     help="torch.compile the denoiser (on a GPU: CUDA graphs and channels_last weights): "
+                          "about 3x faster sampling than eager tf32 with --precision bf16, after a compile of "
+                          "about a minute."),
     ]):
         func = option(func)
     return func

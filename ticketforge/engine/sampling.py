@@ -2,7 +2,7 @@
 
 Sampling is a forward pass repeated (DDIM 100: a hundred times per image), so the training step's
 means apply: bf16 autocast and ``torch.compile(mode="reduce-overhead")``, whose CUDA graphs replay each
-denoising step (docs/performance.md: 2.4-2.6x eager TF32 on an H100/H200, 11x eager FP32). The
+denoising step, and channels-last weights (docs/performance.md: about 3.3x eager TF32 on an H100). The
 evaluators' own featurizers are not touched: only the denoiser is wrapped.
 """
 
@@ -29,13 +29,19 @@ class Autocast(nn.Module):
             return self.network(*args, **kwargs).float()
 
 
-def sampling_network(network: nn.Module, precision: str, compile: bool, device: torch.device) -> tuple[nn.Module, str]:
+def sampling_network(network: nn.Module, precision: str, compile: bool, device: torch.device,
+                     channels_last: bool | None = None) -> tuple[nn.Module, str]:
     """``network`` ready to sample with, and the resolved precision (``auto``: TF32 on a GPU, FP32 on a CPU).
 
-    Sets the process's matmul precision (TF32 on for ``tf32`` and ``bf16``).
+    Sets the process's matmul precision (TF32 on for ``tf32`` and ``bf16``). ``channels_last`` (by
+    default: when compiling on a GPU) moves ``network``'s convolution weights, in place, to the layout
+    cuDNN computes in, which spares a transpose before and after every convolution (measured on an
+    H100: compiled bf16 sampling 10% faster on cifar10, 15% on mnist, docs/performance.md).
     """
     resolved = resolve_precision(precision, device)
     set_matmul_precision(resolved)
+    if channels_last if channels_last is not None else (compile and device.type == "cuda"):
+        network.to(memory_format=torch.channels_last)
     net: nn.Module = Autocast(network) if resolved == "bf16" else network
     if compile:
         net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
