@@ -45,7 +45,7 @@ class Variant:
     nchw: bool = False  # compiled without the channels-last layout the engine asks inductor for
 
 
-# compile-*: torch.compile with its own CUDA graphs over the network (mode reduce-overhead), the rest
+# compile-*: torch.compile with its own CUDA graphs over the network (as mode reduce-overhead), the rest
 # of the step eager; graph-*: the whole step captured as one graph, eager kernels; compile-graph-*:
 # both (torch.compile's default mode inside our graph), what `ticketforge run --compile` does on one GPU.
 VARIANTS = {v.name: v for v in [
@@ -127,8 +127,27 @@ def random_masks(targets: list, sparsity: float, seed: int = 0) -> list[torch.Te
     return [torch.rand(t.module.weight.shape, generator=gen) >= sparsity for t in targets]
 
 
-def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
-                   warmup: int, steps: int, device: torch.device) -> dict[str, Any]:
+@dataclass
+class TrainingSetup:
+    """One variant's network and step, ready for ``train_round``: what timing and profiling share."""
+    network: torch.nn.Module
+    forward: torch.nn.Module  # compiled, or the network itself
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    batches: BatchSource
+    generator: torch.Generator
+    capture: bool
+
+    def run(self, spec: Any, variant: Variant, steps: int, warmup: int, on_log: Any = lambda *a: None) -> None:
+        setup = RoundSetup(0, steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
+                           variant.precision, capture=self.capture)
+        train_round(setup, spec, self.network, self.optimizer, self.ema, self.batches, self.generator, 0,
+                    on_log=on_log, on_checkpoint=lambda s: None, forward_network=self.forward)
+
+
+def prepare_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
+                     device: torch.device) -> TrainingSetup:
+    """The same initial weights for every variant, its masks, layout, precision and compilation."""
     torch.manual_seed(0)
     network = spec.build().to(device)
     targets = prune_targets(module_groups(spec, network))
@@ -139,13 +158,17 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
     set_matmul_precision(variant.precision)
     torch.backends.cudnn.benchmark = variant.cudnn_benchmark
     capture = variant.capture and device.type == "cuda"
-    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=capture)
-    ema = EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None
-    batches = BatchSource(images, batch_size, seed=0, device=device)
-    forward = compile_network(network, variant, device, capture)
-    gen = torch.Generator(device=device).manual_seed(0)
-    setup = RoundSetup(0, warmup + steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
-                       variant.precision, capture=capture)
+    return TrainingSetup(
+        network=network, forward=compile_network(network, variant, device, capture),
+        optimizer=make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=capture),
+        ema=EMA(network, spec.defaults.ema_decay) if spec.defaults.ema_decay else None,
+        batches=BatchSource(images, batch_size, seed=0, device=device),
+        generator=torch.Generator(device=device).manual_seed(0), capture=capture)
+
+
+def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
+                   warmup: int, steps: int, device: torch.device) -> dict[str, Any]:
+    bench = prepare_training(spec, variant, init, images, batch_size, device)
     marks: list[tuple[int, float, float]] = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -155,8 +178,7 @@ def bench_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor
         marks.append((done, time.perf_counter(), metrics["loss"]))
 
     t_start = time.perf_counter()
-    train_round(setup, spec, network, optimizer, ema, batches, gen, 0, on_log=on_log, on_checkpoint=lambda s: None,
-                forward_network=forward)
+    bench.run(spec, variant, warmup + steps, warmup, on_log)  # logs after the warm-up, then at the end
     (s0, t0, _), (s1, t1, last_loss) = marks[0], marks[-1]
     rate = (s1 - s0) / (t1 - t0)
     return {"variant": variant.name, "steps_per_s": rate, "images_per_s": rate * batch_size,
@@ -214,31 +236,18 @@ def profile_training(spec: Any, variant: Variant, init: dict, images: torch.Tens
     not see inside a replayed graph), so launch gaps are not what this shows; kernel times are."""
     from torch.profiler import ProfilerActivity, profile
 
-    probe = replace(variant, capture=False)
-    torch.manual_seed(0)
-    network = spec.build().to(device)
-    load_plain_state_dict(network, init)
-    if probe.channels_last:
-        network = network.to(memory_format=torch.channels_last)
-    set_matmul_precision(probe.precision)
-    torch.backends.cudnn.benchmark = probe.cudnn_benchmark
-    optimizer = make_optimizer(network, spec.defaults.lr, 0.0, device, capturable=False)
-    forward = compile_network(network, probe, device, capture=True)  # capture=True: no CUDA graphs of its own
-    batches = BatchSource(images, batch_size, seed=0, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def run(n: int) -> None:
-        setup = RoundSetup(0, n, spec.defaults.lr, 0, spec.defaults.grad_clip, 1, 10 ** 9, probe.precision)
-        train_round(setup, spec, network, optimizer, None, batches, gen, 0, on_log=lambda *a: None,
-                    on_checkpoint=lambda s: None, forward_network=forward)
-        sync(device)
-
-    run(5)
+    # Set up as for the step graph (compiled without CUDA graphs of its own), then run eagerly.
+    probe = replace(variant, capture=True)
+    bench = prepare_training(spec, probe, init, images, batch_size, device)
+    bench.capture = False
+    bench.run(spec, probe, 5, 1)
+    sync(device)
     on_gpu = device.type == "cuda"
     with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
-        run(steps)
-    return prof.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total", row_limit=rows,
-                                     max_name_column_width=90)
+        bench.run(spec, probe, steps, 1)
+        sync(device)
+    return prof.key_averages().table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total",
+                                     row_limit=rows, max_name_column_width=90)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

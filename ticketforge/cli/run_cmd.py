@@ -44,7 +44,9 @@ from .options import parse_key_values
 @click.option("--lr", type=float, default=None, help="Peak learning rate. [default: the preset's]")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU. [default: auto]")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the network (on a GPU: channels-last layout inside the compiled graph). [default: off]")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the network (on a GPU: channels-last layout inside the compiled graph). "
+                   "[default: off]")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None,
               help="Record each round's whole training step (loss, backward, clipping, Adam, EMA) as one "
                    "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
