@@ -43,6 +43,7 @@ class Variant:
     capture: bool = False  # the whole step as one CUDA graph (engine/step_graph.py)
     cudnn_benchmark: bool = False  # cuDNN times its convolution algorithms once per shape
     nchw: bool = False  # compiled without the channels-last layout the engine asks inductor for
+    tune: bool = False  # inductor's coordinate-descent tuning of its Triton kernels (longer compile)
 
 
 # compile-*: torch.compile with its own CUDA graphs over the network (as mode reduce-overhead), the rest
@@ -68,6 +69,7 @@ VARIANTS = {v.name: v for v in [
             cudnn_benchmark=True),
     Variant("compile-graph-bf16-nchw", "bf16", compile=True, capture=True, nchw=True),
     Variant("compile-bf16-nchw", "bf16", compile=True, nchw=True),
+    Variant("compile-graph-bf16-tune", "bf16", compile=True, capture=True, tune=True),
 ]}
 
 
@@ -79,7 +81,10 @@ def compile_network(network: torch.nn.Module, variant: Variant, device: torch.de
     if not variant.compile:
         return network
     torch._dynamo.reset()
-    return torch.compile(network, **compile_options(device, capture, channels_last=not variant.nchw))
+    kwargs = compile_options(device, capture, channels_last=not variant.nchw)
+    if variant.tune:
+        kwargs.setdefault("options", {})["coordinate_descent_tuning"] = True
+    return torch.compile(network, **kwargs)
 
 
 def sync(device: torch.device) -> None:

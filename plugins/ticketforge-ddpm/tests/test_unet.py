@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import prune
 
 from ticketforge_ddpm import DDPMSpec, UNet
-from ticketforge_ddpm.unet_blocks import num_groups
+from ticketforge_ddpm.unet_blocks import num_groups, upsample_nearest2x
 
 PARAMS = {"cifar10": 35_746_307, "mnist": 6_469_889, "tiny": 176_849}
 
@@ -70,3 +71,17 @@ def test_fully_pruned_output_conv_gives_its_bias(tiny_net):
         tiny_net.conv_out.bias.fill_(0.5)
         out = tiny_net(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
     assert torch.equal(out, torch.full_like(out, 0.5))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsample_is_nearest_interpolation(memory_format):
+    """The broadcast upsample gives F.interpolate's values and gradients (checkpoints trained with
+    either are interchangeable), in either memory layout."""
+    x = torch.randn(2, 3, 4, 5).to(memory_format=memory_format).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    out, expected = upsample_nearest2x(x), F.interpolate(ref, scale_factor=2.0, mode="nearest")
+    assert torch.equal(out, expected)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    assert torch.allclose(x.grad, ref.grad, atol=1e-6)

@@ -108,6 +108,14 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+def upsample_nearest2x(x: Tensor) -> Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="nearest")`` as a broadcast: the same values, but its
+    gradient is a sum over the copies. Compiled, ``F.interpolate``'s backward becomes a scatter with
+    atomic adds (summation order not fixed; the slowest kernel per call of the compiled mnist step)."""
+    b, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 conv."""
 
@@ -116,7 +124,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample_nearest2x(x))
 
 
 class Level(nn.Module):
