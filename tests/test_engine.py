@@ -101,10 +101,10 @@ def test_optimizer_state_is_fresh_every_round(toy_config, registry, monkeypatch)
 def test_memory_does_not_grow_across_rounds(toy_config, registry):
     rec = Recorder()
     registry.pm.register(rec)
-    _run(dataclasses.replace(toy_config, rounds=4), registry)
-    sizes = [rec.bytes_at_end[k] for k in range(1, 5)]
+    _run(dataclasses.replace(toy_config, rounds=20, steps_per_round=4), registry)  # issue 6: 20 rounds
+    sizes = [rec.bytes_at_end[k] for k in range(1, 21)]
     assert len(set(sizes)) == 1
-    assert set(rec.hooks_at_end[k] for k in range(1, 5)) == {1}
+    assert set(rec.hooks_at_end[k] for k in range(1, 21)) == {1}
     # the bool masks cost one byte per prunable weight beyond the weights
     mask_bytes = sum(m.numel() for m in _masks(RunStore(toy_config.out), 1).values())
     dense = registry.create("models", "toy").build()
