@@ -109,9 +109,12 @@ class Downsample(nn.Module):
 
 
 def upsample_nearest2x(x: Tensor) -> Tensor:
-    """``F.interpolate(x, scale_factor=2, mode="nearest")`` as a broadcast: the same values, but its
-    gradient is a sum over the copies. Compiled, ``F.interpolate``'s backward becomes a scatter with
-    atomic adds (summation order not fixed; the slowest kernel per call of the compiled mnist step)."""
+    """``F.interpolate(x, scale_factor=2, mode="nearest")``; under ``torch.compile`` as a broadcast,
+    the same values, whose gradient is a sum over the copies. Compiled, ``F.interpolate``'s backward
+    becomes a scatter with atomic adds (summation order not fixed; the slowest kernel per call of the
+    compiled mnist step). Eager, the native kernel is faster (1.4-2.4x on a CPU, forward + backward)."""
+    if not torch.compiler.is_compiling():
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
     b, c, h, w = x.shape
     return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
