@@ -73,6 +73,17 @@ def test_fully_pruned_output_conv_gives_its_bias(tiny_net):
     assert torch.equal(out, torch.full_like(out, 0.5))
 
 
+def _assert_interpolates(out: torch.Tensor, x: torch.Tensor) -> None:
+    """``out`` (computed from the leaf ``x``) has F.interpolate's nearest-x2 values and gradient."""
+    ref = x.detach().clone().requires_grad_()
+    expected = F.interpolate(ref, scale_factor=2.0, mode="nearest")
+    assert torch.equal(out, expected)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    assert torch.allclose(x.grad, ref.grad, atol=1e-6)
+
+
 @pytest.mark.parametrize("compiling", [False, True])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_upsample_is_nearest_interpolation(memory_format, compiling, monkeypatch):
@@ -80,27 +91,14 @@ def test_upsample_is_nearest_interpolation(memory_format, compiling, monkeypatch
     eagerly) give F.interpolate's values and gradients, in either memory layout."""
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
     x = torch.randn(2, 3, 4, 5).to(memory_format=memory_format).requires_grad_()
-    ref = x.detach().clone().requires_grad_()
     out = upsample_nearest2x(x)
     monkeypatch.undo()
-    expected = F.interpolate(ref, scale_factor=2.0, mode="nearest")
     assert out.grad_fn.name().startswith("Upsample") != compiling  # the form under test ran
-    assert torch.equal(out, expected)
-    g = torch.randn_like(out)
-    out.backward(g)
-    expected.backward(g)
-    assert torch.allclose(x.grad, ref.grad, atol=1e-6)
+    _assert_interpolates(out, x)
 
 
 def test_compiled_upsample_matches_eager():
     """Compiled (the broadcast form, traced by Dynamo), the upsample gives the eager values and
     gradients."""
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    ref = x.detach().clone().requires_grad_()
-    out = torch.compile(upsample_nearest2x, fullgraph=True)(x)
-    expected = F.interpolate(ref, scale_factor=2.0, mode="nearest")
-    assert torch.equal(out, expected)
-    g = torch.randn_like(out)
-    out.backward(g)
-    expected.backward(g)
-    assert torch.allclose(x.grad, ref.grad, atol=1e-6)
+    _assert_interpolates(torch.compile(upsample_nearest2x, fullgraph=True)(x), x)

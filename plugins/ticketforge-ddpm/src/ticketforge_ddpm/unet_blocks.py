@@ -108,15 +108,21 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
-def upsample_nearest2x(x: Tensor) -> Tensor:
-    """``F.interpolate(x, scale_factor=2, mode="nearest")``; under ``torch.compile`` as a broadcast,
-    the same values, whose gradient is a sum over the copies. Compiled, ``F.interpolate``'s backward
-    becomes a scatter with atomic adds (summation order not fixed; the slowest kernel per call of the
-    compiled mnist step). Eager, the native kernel is faster (1.4-2.4x on a CPU, forward + backward)."""
-    if not torch.compiler.is_compiling():
-        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+def nearest2x_broadcast(x: Tensor) -> Tensor:
+    """Nearest-neighbour x2 as a broadcast: ``F.interpolate``'s values; its gradient is a sum over the
+    four copies of each pixel."""
     b, c, h, w = x.shape
     return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+def upsample_nearest2x(x: Tensor) -> Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="nearest")``, as ``nearest2x_broadcast`` under
+    ``torch.compile``: compiled, ``F.interpolate``'s backward becomes a scatter with atomic adds
+    (summation order not fixed; the slowest kernel per call of the compiled mnist step). Eager, the
+    native kernel is faster (1.3-2.8x on a CPU, ``benchmarks/upsample_forms.py``)."""
+    if torch.compiler.is_compiling():
+        return nearest2x_broadcast(x)
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
 class Upsample(nn.Module):
