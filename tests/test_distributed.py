@@ -14,7 +14,7 @@ import torch
 
 from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
-from ticketforge.engine.distributed import Distributed, without_option
+from ticketforge.engine.distributed import Distributed
 from ticketforge.errors import ConfigError
 from ticketforge.store import RunStore, sha256_file
 from ticketforge.testing import launch_ranks
@@ -108,7 +108,3 @@ def test_seeds_samples_and_batch_size_per_rank():
     with pytest.raises(ConfigError, match="does not split over 3 processes"):
         ranks[0].check_batch_size(16)
 
-
-def test_nproc_is_dropped_from_the_relaunched_command():
-    argv = ["--debug", "run", "--nproc", "2", "--preset", "tiny", "--nproc=2", "--rounds", "1"]
-    assert without_option(argv, "--nproc") == ["--debug", "run", "--preset", "tiny", "--rounds", "1"]

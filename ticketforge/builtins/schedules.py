@@ -1,7 +1,7 @@
 """Built-in schedules: how much of each module group a round prunes.
 
 Ratios are fractions of the weights still unpruned in the group. The CLI and config files take
-percents, as the paper writes them (``--p 20 --q 1``); the classes take fractions.
+percents, as the paper writes them (``--prune-percent 20 --prune-increment 1``); the classes take fractions.
 """
 
 from __future__ import annotations

@@ -26,8 +26,11 @@ from .options import parse_key_values
 @click.option("--download/--no-download", default=None, help="Let torchvision download the dataset into --data-root.")
 @click.option("--schedule", default=None, help="Pruning schedule: uniform, incremental, global, ... [default: incremental]")
 @click.option("--scorer", default=None, help="Weight scorer: magnitude, random, ... [default: magnitude]")
-@click.option("--p", type=float, default=None, help="Percent of each group's remaining weights pruned per round. [default: 20]")
-@click.option("--q", type=float, default=None, help="Incremental schedule: group j prunes p + j*q percent. [default: 1]")
+# Long names first: after `torchrun`, argparse takes --p for its own --print-completion (torch >= 2.14).
+@click.option("--prune-percent", "--p", "p", type=float, default=None,
+              help="Percent of each group's remaining weights pruned per round (the paper's p). [default: 20]")
+@click.option("--prune-increment", "--q", "q", type=float, default=None,
+              help="Incremental schedule: group j prunes p + j*q percent (the paper's q). [default: 1]")
 @click.option("--rounds", type=int, default=None, help="Number of prunings (round 0 is the dense run). [default: the preset's]")
 @click.option("--steps-per-round", type=int, default=None, help="Training steps per round. [default: the preset's]")
 @click.option("--target-sparsity", type=float, default=None, help="Stop once this fraction is pruned (e.g. 0.95).")
@@ -66,23 +69,25 @@ def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool
     """Find a lottery ticket: train, prune, rewind, repeat.
 
     Giving the same command again resumes: finished rounds are skipped and an interrupted round
-    continues from its last checkpoint. Percent values are written as in the paper (--p 20 --q 1).
+    continues from its last checkpoint. Percent values are written as in the paper
+    (--prune-percent 20 --prune-increment 1, or --p 20 --q 1 where no torchrun parses them).
 
     \b
     Examples:
       ticketforge run --model ddpm-unet --schedule incremental
       ticketforge run --preset mnist --dataset mnist --data-root ../shared/data/mnist --rounds 10
       ticketforge run --config experiments/mnist.toml --seed 1
-      ticketforge run --preset cifar10 --nproc 2      (or: torchrun --nproc-per-node 2 -m ticketforge run ...)
+      ticketforge run --preset cifar10 --nproc 2
+      torchrun --standalone --nproc-per-node 2 -m ticketforge run --preset cifar10      (the same)
     """
     if nproc is not None:
         if nproc < 1:
             raise UsageError(f"--nproc must be at least 1, not {nproc}")
         world = os.environ.get("WORLD_SIZE")
         if world is None and nproc > 1:
-            from ..engine.distributed import relaunch, without_option
-            code = relaunch(nproc, without_option(sys.argv[1:], "--nproc"))
-            raise SystemExit(code)
+            from ..engine.distributed import relaunch
+            # Every argument as given, --nproc too: each process checks it against WORLD_SIZE below.
+            raise SystemExit(relaunch(nproc, sys.argv[1:]))
         if world is not None and int(world) != nproc:
             raise UsageError(f"--nproc {nproc} under torchrun with WORLD_SIZE {world}: drop --nproc")
     config = RunConfig.from_toml(config_file) if config_file else RunConfig()

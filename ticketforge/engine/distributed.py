@@ -357,21 +357,12 @@ def _destroy() -> None:
 
 
 # -- ``ticketforge run --nproc N`` ----------------------------------------------------------------
-def without_option(argv: Sequence[str], option: str) -> list[str]:
-    """``argv`` without ``option VALUE`` and ``option=VALUE``."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
-
-
 def relaunch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``python -m ticketforge ARGV`` in ``nproc`` processes under torchrun (one node); its exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "ticketforge", *argv]
+    """Run ``python -m ticketforge ARGV`` in ``nproc`` processes under torchrun (one node); its exit code.
+
+    ``ARGV`` reaches the processes as given: it is handed to torchrun after torchrun's own parser ran
+    (see :mod:`ticketforge.engine.launcher`), so no option of ours can be taken for one of torchrun's.
+    """
+    cmd = [sys.executable, "-m", "ticketforge.engine.launcher", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "ticketforge", "--", *argv]
     return subprocess.call(cmd)
