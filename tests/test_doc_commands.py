@@ -6,6 +6,8 @@ parsers (torchrun's argparse, then click), nothing runs; see tests/doc_commands.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from doc_commands import DocCommand, DocLineError, doc_commands, dry_parse, parse_ticketforge, parse_torchrun
@@ -85,7 +87,10 @@ def test_every_option_has_a_name_that_torchrun_passes_on():
 
     For the commands the docs launch under torchrun (``sample --n`` is taken, but sample runs on one process).
     """
-    launched = {dry_parse(c)[1].info_name for c in COMMANDS if c.launcher == "torchrun"}
+    launched = set()
+    for c in COMMANDS:
+        with contextlib.suppress(DocLineError):  # a line torchrun refuses fails test_doc_command_parses
+            launched |= {dry_parse(c)[1].info_name} if c.launcher == "torchrun" else set()
     assert {"run", "eval"} <= launched
     taken = set()
     for command_name, command in {"": cli, **{n: cli.commands[n] for n in launched}}.items():
