@@ -2,8 +2,8 @@
 
 ``torchrun OPTIONS -m ticketforge ARGS`` gives its whole command line to argparse, ``ARGS`` included.
 argparse leaves ``ARGS`` to the program, except an option among them that abbreviates two of torchrun's
-own: it stops torchrun with "ambiguous option" (``--p`` against ``--print-completion`` since torch 2.14,
-``--nproc`` against ``--nproc-per-node``). Here torchrun's parser sees its own options alone and
+option names: it stops torchrun with "ambiguous option" (``--p``: ``--print-completion`` and
+``--print_completion``, since torch 2.14; ``--nproc``: ``--nproc-per-node`` and ``--nproc_per_node``). Here torchrun's parser sees its own options alone and
 ``ARGS`` are handed over after it ran, as given::
 
     python -m ticketforge.engine.launcher TORCHRUN-OPTIONS -m ticketforge -- ARGS
