@@ -108,7 +108,7 @@ def check_masks(schedule: Any, new: Any, old: Grouped, targets: Sequence[PruneTa
     if before and not after:
         raise PluginError(f"{who.label} returned masks that prune all {before} remaining weights: "
                           f"lower --p, or stop earlier (--rounds, --target-sparsity)")
-    asked = asked_counts(schedule, old, names)
+    asked = asked_counts(schedule, old)
     for t, n, o in zip(targets, [n for g in new for n in g], [o for g in old for o in g]):
         if not asked and o.any() and not n.any():  # a built-in's ratio may ask for it at extreme sparsity
             raise PluginError(f"{who.label} returned masks that prune all {int(o.sum())} remaining weights of "
@@ -144,7 +144,7 @@ def _group_names(targets: Sequence[PruneTarget], n_groups: int) -> list[str]:
     return names
 
 
-def asked_counts(schedule: Any, old: Grouped, names: Sequence[str]) -> list[tuple[list[int], int, int, float]]:
+def asked_counts(schedule: Any, old: Grouped) -> list[tuple[list[int], int, int, float]]:
     """``(group indices, kept, remaining, ratio)`` that a built-in schedule promises; empty for others.
 
     "The ratio actually asked" is the schedule's own rule: a :class:`RatioSchedule` (``uniform``,
