@@ -24,7 +24,7 @@ from ticketforge.errors import PluginError
 from ticketforge.pruning import prune_groupwise
 from ticketforge.registry import build_registry
 from ticketforge.store import RunStore
-from ticketforge.testing import ScheduleContract, ScorerContract, grouped_scores, toy_targets
+from ticketforge.testing import ModelSpecContract, ScheduleContract, ScorerContract, grouped_scores, toy_targets
 
 
 def _uniform(scores, masks, p=0.2):
@@ -243,3 +243,14 @@ def test_schedule_mixin_fails_on_what_the_engine_refuses(bad, words):
 def test_scorer_mixin_fails_on_what_the_engine_refuses(bad, words):
     with pytest.raises(pytest.fail.Exception, match=f"the engine would refuse this output: .*{words}"):
         ScorerContract().test_passes_the_engine_checks(bad, keep=1.0)
+
+
+class WrongDataShape(toy_plugin.ToySpec):
+    data_shape = (1, 16, 16)  # the toy is trained on 8x8 images
+
+
+def test_spec_mixin_catches_a_data_shape_the_batches_do_not_have():
+    contract = ModelSpecContract()
+    contract.batch_shape = (2, 1, 8, 8)
+    with pytest.raises(AssertionError, match=r"data_shape \(1, 16, 16\) differs from the training batches' \(1, 8, 8\)"):
+        contract.test_declared_data_shape_is_what_the_loss_takes(WrongDataShape())

@@ -376,6 +376,21 @@ class ModelSpecContract:
                 assert grad is not None, f"{name}.weight got no gradient from loss()"
                 assert torch.isfinite(grad).all(), f"{name}.weight has a non-finite gradient"
 
+    def test_declared_data_shape_is_what_the_loss_takes(self, spec: ModelSpec) -> None:
+        """An optional ``data_shape`` (C, H, W): the engine refuses datasets of any other shape, so the
+        loss must take it (and agree with :attr:`batch_shape` when that is set)."""
+        shape = getattr(spec, "data_shape", None)
+        if shape is None:
+            pytest.skip("the spec declares no data_shape (the engine then checks no dataset's image shape)")
+        assert len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape), \
+            f"data_shape must be (C, H, W) of positive ints, got {shape!r}"
+        if self.batch_shape is not None:
+            assert tuple(self.batch_shape[1:]) == tuple(shape), \
+                f"data_shape {tuple(shape)} differs from the training batches' {tuple(self.batch_shape[1:])}"
+        batch = torch.rand((2, *shape), generator=torch.Generator().manual_seed(self.seed))
+        loss = spec.loss(self.build(spec), batch, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss), f"loss on a batch of data_shape {tuple(shape)} is {loss.item()}"
+
     def test_groups_have_unique_names_and_resolvable_modules(self, spec: ModelSpec) -> None:
         network = self.build(spec)
         groups = spec.module_groups(network)
