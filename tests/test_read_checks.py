@@ -224,3 +224,15 @@ def test_images_of_another_size_than_the_preset_are_refused(monkeypatch, tmp_pat
                     "expects 1x28x28", "choose a dataset of 1x28x28 images", "--model-option")
     assert RunStore(out).finished_rounds() == []
     assert not (out / "init.safetensors").exists()  # refused before any training
+
+
+def test_nan_rewind_weights_stop_the_next_round(runner, tmp_path):
+    """theta_tau is read at the start of every pruned round: NaN there would train (and sample) NaN."""
+    run = tmp_path / "run"
+    args = ["run", *RUN_ARGS, "--out", str(run), "--rounds", "2"]
+    assert runner.invoke(cli, args).exit_code == 0
+    shutil.rmtree(run / "rounds/0002")
+    _craft(run, "rewind.safetensors", _nan)
+    result = runner.invoke(cli, args)
+    assert_one_line(result, 1, "rewind weights is damaged", "mid.weight has 576 NaN", "--fresh")
+    assert RunStore(run).finished_rounds() == [0, 1]

@@ -73,7 +73,7 @@ def plain_state_dict(network: nn.Module) -> dict[str, Tensor]:
 
 @torch.no_grad()
 def load_plain_state_dict(network: nn.Module, state: dict[str, Tensor], *, source: str = "weights",
-                          advice: str = "write it again") -> None:
+                          advice: str = "restore it, or start the run over with --fresh") -> None:
     """Copy ``state`` into ``network`` (pruned or not); a foreign layout, or a value the model cannot take
     (see :func:`value_problem`), is a :class:`CheckpointError` naming ``source`` and ending in ``advice``."""
     expected = {key for key, _ in _plain_entries(network)}
