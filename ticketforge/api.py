@@ -12,10 +12,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .protocols import ModelSpec, ModuleGroup
 from .registry import Registry, get_registry
 from .store import RunLock, RunStore
+from .store.read_checks import redo_advice, round_masks
 from .store.run_store import round_dir
 
 
@@ -64,9 +65,18 @@ def _pick_round(store: RunStore, round: int | None) -> int:
     if round is None:
         return finished[-1]
     if round < 0:
-        round = finished[round] if -round <= len(finished) else -1
+        if -round > len(finished):
+            raise ConfigError(no_such_round(store, round, finished))
+        round = finished[round]
     store.round_record(round)  # a clear error for an unfinished round
     return round
+
+
+def no_such_round(store: RunStore, round: int, finished: list[int]) -> str:
+    """The message for a ``--round`` that counts back past the first finished round."""
+    return (f"round {round} does not exist in {store.path}: it has {len(finished)} finished rounds "
+            f"({', '.join(map(str, finished))}); give --round {finished[0]}..{finished[-1]}, "
+            f"or -1..-{len(finished)} to count back from the last")
 
 
 def load_round(run: str | Path, round: int | None = None, *, ema: bool = True, device: str = "cpu",
@@ -84,15 +94,11 @@ def load_round(run: str | Path, round: int | None = None, *, ema: bool = True, d
     groups = module_groups(spec, network)
     targets = prune_targets(groups)
     rdir = round_dir(k)
-    stored = store.read_tensors(f"{rdir}/masks.safetensors")
-    try:
-        masks = {t.name: stored[t.name].bool() for t in targets}
-    except KeyError as exc:
-        raise CheckpointError(f"{store.path / rdir}/masks.safetensors has no mask for {exc}: "
-                              f"the run was made with another model version") from None
+    masks = round_masks(store, k, targets)  # bool, the model's shapes, the record's mask_sha256
     apply_masks(targets, [masks[t.name] for t in targets])
     weights = f"{rdir}/ema.safetensors" if ema and store.has(f"{rdir}/ema.safetensors") else f"{rdir}/weights.safetensors"
-    load_plain_state_dict(network, store.read_tensors(weights), source=str(store.path / weights))
+    load_plain_state_dict(network, store.read_tensors(weights), source=str(store.path / weights),
+                          advice=redo_advice(store, weights))
     network.to(device).eval()
     return LoadedRound(Path(run), k, config, spec, network, masks, groups, store.round_record(k))
 

@@ -57,9 +57,13 @@ class Registry:
         for impl in caller.get_hookimpls():
             dist = self._distributions.get(impl.plugin_name, impl.plugin_name)
             try:
-                records = list(impl.function() or [])
+                records, problem = _as_records(impl.function())
             except Exception as exc:  # a plugin's bug must not take the others down
                 self.broken.append(BrokenPlugin(impl.plugin_name, dist, f"{_HOOKS[kind]} raised {exc!r}"))
+                continue
+            if problem:  # neither may something that is not a list of records
+                self.broken.append(BrokenPlugin(impl.plugin_name, dist, f"{_HOOKS[kind]} returned {problem}, "
+                                                                        f"not a list of ComponentRecord"))
                 continue
             for record in records:
                 self._add(kind, replace(record, plugin=dist))
@@ -98,6 +102,24 @@ class Registry:
             raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(sorted(allowed))})")
         return record.factory(**options)
+
+
+def _as_records(returned: Any) -> tuple[list[ComponentRecord], str | None]:
+    """A registration hook's return value as records, or what it was instead (for the broken list)."""
+    if returned is None:
+        return [], None
+    if isinstance(returned, (str, bytes, dict, ComponentRecord)) or not isinstance(returned, Iterable):
+        return [], f"a {type(returned).__name__} ({_short(returned)})"
+    items = list(returned)  # a list, a tuple or a generator of records
+    for item in items:
+        if not isinstance(item, ComponentRecord):
+            return [], f"a {type(returned).__name__} holding a {type(item).__name__} ({_short(item)})"
+    return items, None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:

@@ -33,7 +33,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from .engine.contract import Component, check_masks, check_scores
 from .engine.groups import flatten, group_tensors, prune_targets
+from .errors import PluginError
 from .protocols import Grouped, ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer, TrainingDefaults
 from .records import _NAME, KINDS, ComponentRecord, Option
 
@@ -139,6 +141,14 @@ def _kept(masks: Grouped) -> int:
     return sum(int(m.sum()) for m in flatten(masks))
 
 
+def engine_checks(check: Any, *args: Any) -> None:
+    """Run one of the engine's output checks (:mod:`ticketforge.engine.contract`); fail the test with its message."""
+    try:
+        check(*args)
+    except PluginError as exc:
+        pytest.fail(f"the engine would refuse this output: {exc}", pytrace=False)
+
+
 # -- scorers --------------------------------------------------------------------------------------
 class ScorerContract:
     """Checks a :class:`~ticketforge.protocols.Scorer`. Define a ``scorer`` fixture."""
@@ -165,6 +175,17 @@ class ScorerContract:
         toy = toy_targets()
         for t, s in zip(toy.targets, scorer.score(toy.targets, toy.ctx)):
             assert torch.isfinite(s).all(), f"score of {t.name} has NaN or infinite entries"
+
+    @pytest.mark.parametrize("keep", [1.0, 0.5])
+    def test_passes_the_engine_checks(self, scorer: Scorer, keep: float) -> None:
+        """What the engine checks before pruning on the scores: one finite real float tensor per target."""
+        from .pruning import apply_masks
+
+        toy = toy_targets()
+        if keep < 1.0:
+            apply_masks(toy.targets, flatten(_random_masks(toy, keep, seed=5)))
+        engine_checks(check_scores, scorer.score(toy.targets, toy.ctx), toy.targets,
+                      Component("scorer", f"scorer {type(scorer).__name__}"))
 
     def test_deterministic_given_the_generator_seed(self, scorer: Scorer) -> None:
         toy = toy_targets()
@@ -246,6 +267,19 @@ class ScheduleContract:
         assert all(a >= b for a, b in zip(counts, counts[1:])), f"kept weights per round went up: {counts}"
         assert counts[-1] < counts[0], f"nothing was pruned in {self.rounds} rounds: {counts}"
 
+    @pytest.mark.parametrize("keep", [1.0, 0.6])
+    def test_passes_the_engine_checks(self, schedule: Schedule, keep: float) -> None:
+        """What the engine checks before training on the masks, round after round: bool masks of the
+        old layout, nested in the old ones, no tensor (or everything) pruned away, and for the built-in
+        schedules exactly the count their ratio asks for."""
+        toy = toy_targets()
+        masks = _ones(toy) if keep == 1.0 else _random_masks(toy, keep, seed=6)
+        who = Component("schedule", f"schedule {type(schedule).__name__}")
+        for k in range(self.rounds):
+            new = schedule.prune(grouped_scores(toy, seed=10 + k), masks)
+            engine_checks(check_masks, schedule, new, masks, toy.targets, who)
+            masks = new
+
     def test_pure(self, schedule: Schedule) -> None:
         toy = toy_targets()
         scores, masks = grouped_scores(toy), _random_masks(toy, 0.8, seed=4)
@@ -263,6 +297,8 @@ class ScheduleContract:
         masks[1][1] = torch.zeros_like(masks[1][1])  # fc, in the middle of the "mid" group
         new = schedule.prune(grouped_scores(toy), masks)
         assert not new[1][1].any(), "a fully pruned tensor came back"
+        engine_checks(check_masks, schedule, new, masks, toy.targets,
+                      Component("schedule", f"schedule {type(schedule).__name__}"))
 
 
 # -- model specs ----------------------------------------------------------------------------------
@@ -339,6 +375,21 @@ class ModelSpecContract:
                 grad = module.weight.grad
                 assert grad is not None, f"{name}.weight got no gradient from loss()"
                 assert torch.isfinite(grad).all(), f"{name}.weight has a non-finite gradient"
+
+    def test_declared_data_shape_is_what_the_loss_takes(self, spec: ModelSpec) -> None:
+        """An optional ``data_shape`` (C, H, W): the engine refuses datasets of any other shape, so the
+        loss must take it (and agree with :attr:`batch_shape` when that is set)."""
+        shape = getattr(spec, "data_shape", None)
+        if shape is None:
+            pytest.skip("the spec declares no data_shape (the engine then checks no dataset's image shape)")
+        assert len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape), \
+            f"data_shape must be (C, H, W) of positive ints, got {shape!r}"
+        if self.batch_shape is not None:
+            assert tuple(self.batch_shape[1:]) == tuple(shape), \
+                f"data_shape {tuple(shape)} differs from the training batches' {tuple(self.batch_shape[1:])}"
+        batch = torch.rand((2, *shape), generator=torch.Generator().manual_seed(self.seed))
+        loss = spec.loss(self.build(spec), batch, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss), f"loss on a batch of data_shape {tuple(shape)} is {loss.item()}"
 
     def test_groups_have_unique_names_and_resolvable_modules(self, spec: ModelSpec) -> None:
         network = self.build(spec)

@@ -27,6 +27,8 @@ def model_report(run: str | None, model: str | None, preset: str | None, options
     """The ``flops --json`` document for a run's round, or for a freshly built dense model."""
     if (run is None) == (model is None):
         raise UsageError("give either a RUN directory or --model NAME")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (images per counted forward pass), not {batch_size}")
     if run is not None:
         if preset is not None or options:
             raise UsageError("--preset and --option build a fresh model: use them with --model, not with RUN")

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from ..builtins.reporter import rounds_table
 from ..store import RunStore
+from ..store.read_checks import verify_run
 from .options import echo_json, json_option
 
 
@@ -15,6 +16,7 @@ def inspect_run(run: str) -> dict:
     """The ``inspect --json`` document: run path, resolved config, every finished round."""
     store = RunStore(run)
     config = store.read_config()
+    verify_run(store, config)  # report only what the files hold: a damaged one is an error naming it
     return {"run": str(store.path), "config": config,
             "rounds": [store.round_record(k) for k in store.finished_rounds()]}
 

@@ -29,8 +29,10 @@ from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import load_plain_state_dict, plain_state_dict
 from ..registry import Registry, get_registry
 from ..store import RunStore
+from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
+from .contract import check_images, check_masks, check_scores, component
 from .config import RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
@@ -264,6 +266,7 @@ class Engine:
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
             dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
             images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root))
+        check_images(self.spec, images, cfg.dataset)
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 
     def _initial_weights(self, network: nn.Module) -> dict[str, Tensor]:
@@ -283,20 +286,24 @@ class Engine:
             return [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
         if self.store.has(rel):
             try:
-                stored = self.store.read_tensors(rel)
-                return [stored[t.name].bool() for t in targets]
+                stored = checked_masks(self.store, rel, targets)
+                return [stored[t.name] for t in targets]
             except (CheckpointError, KeyError):
                 pass  # an unfinished round's masks are recomputed, never trusted when damaged
         prev = f"{round_dir(k - 1)}"
-        prev_masks = self.store.read_tensors(f"{prev}/masks.safetensors") if k > 1 else None
+        prev_masks = round_masks(self.store, k - 1, targets) if k > 1 else None
         old = [prev_masks[t.name].bool() for t in targets] if prev_masks else \
             [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
         apply_masks(targets, old)
-        load_plain_state_dict(network, self.store.read_tensors(f"{prev}/weights.safetensors"), source=f"{prev}/weights")
+        weights = f"{prev}/weights.safetensors"
+        load_plain_state_dict(network, self.store.read_tensors(weights), source=str(self.store.path / weights),
+                              advice=redo_advice(self.store, weights))
         gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "score", k))
         ctx = _Context(network, gen, lambda: self.spec.loss(network, batches.batch(k - 1, 0), gen))
         scores = self.scorer.score(targets, ctx)
+        check_scores(scores, targets, component("scorer", self.config.scorer, self.registry))
         new = self.schedule.prune(group_tensors(targets, scores), group_tensors(targets, [m.to(self.device) for m in old]))
+        check_masks(self.schedule, new, group_tensors(targets, old), targets, component("schedule", self.config.schedule, self.registry))
         if self.config.baseline == "random-prune":
             rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
             new = prune_tensorwise_like(new, group_tensors(targets, old), rand_gen)

@@ -15,6 +15,11 @@ from torch import Tensor
 from ..protocols import Grouped
 
 
+def prune_count(ratio: float, remaining: int) -> int:
+    """How many of ``remaining`` live weights a ratio prunes: ``round(ratio * remaining)``."""
+    return int(round(ratio * remaining))
+
+
 def prune_lowest(scores: Tensor, mask: Tensor, n_prune: int) -> Tensor:
     """Prune the ``n_prune`` lowest-scored live entries of one tensor (ties broken by position).
 
@@ -37,7 +42,7 @@ def _prune_pooled(scores: Sequence[Tensor], masks: Sequence[Tensor], ratio: floa
         return []
     flat_masks = torch.cat([m.reshape(-1).bool().cpu() for m in masks])
     flat_scores = torch.cat([s.detach().reshape(-1).double().cpu() for s in scores])
-    new_flat = prune_lowest(flat_scores, flat_masks, int(round(ratio * int(flat_masks.sum()))))
+    new_flat = prune_lowest(flat_scores, flat_masks, prune_count(ratio, int(flat_masks.sum())))
     out, start = [], 0
     for m in masks:
         out.append(new_flat[start:start + m.numel()].reshape(m.shape).to(m.device))

@@ -164,7 +164,8 @@ class RunStore:
         rounds = []
         for rel in self.manifest:
             parts = rel.split("/")
-            if len(parts) == 3 and parts[0] == "rounds" and parts[2] == "record.json":
+            # A round folder someone deleted (to redo a damaged round) no longer counts as finished.
+            if len(parts) == 3 and parts[0] == "rounds" and parts[2] == "record.json" and (self.path / rel).exists():
                 rounds.append(int(parts[1]))
         return sorted(rounds)
 

@@ -87,6 +87,15 @@ class DDPMSpec:
         return unet_module_groups(network, prune_input_conv=self.config["prune_input_conv"],
                                   prune_output_conv=self.config["prune_output_conv"])
 
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        """``[C, H, W]`` of the training images this config is made for (``data_size``, else ``image_size``).
+
+        The engine refuses a dataset of another shape before training: a smaller image would be padded
+        to ``image_size`` and trained on, and samples cropped to ``data_size``, without any error."""
+        size = self.config["data_size"] or self.config["image_size"]
+        return self.config["in_channels"], size, size
+
     def example_inputs(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """``(x, t)`` for one forward pass: noise images and timesteps spread over [0, T)."""
         size, c = self.config["image_size"], self.config["in_channels"]
