@@ -24,6 +24,16 @@ def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
     return out
 
 
+def parse_fractions(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """``"0,0.05,0.2"`` -> ``[0.0, 0.05, 0.2]`` (a click callback; None stays None)."""
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated fractions such as 0,0.05,0.2, got {value!r}") from None
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
