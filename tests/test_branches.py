@@ -63,11 +63,11 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "lock"}
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_ticket_tau_branch_repeats_round_k_exactly(run, registry, k):
-    record = branch(run, k, registry=registry)
+@pytest.mark.parametrize("k,start", [(1, "tau"), (2, "tau"), (0, "init")])
+def test_ticket_tau_branch_repeats_round_k_exactly(run, registry, k, start):
+    record = branch(run, k, start=start, registry=registry)  # round 0 itself starts from theta_0
     folder = _folder(run, record)
-    assert folder.name.startswith("ticket-tau-") and len(folder.name.rsplit("-", 1)[1]) == 12
+    assert folder.name.startswith(f"ticket-{start}-") and len(folder.name.rsplit("-", 1)[1]) == 12
     for rel in ("weights", "ema", "masks"):
         assert _same(_tensors(folder, f"rounds/0000/{rel}.safetensors"), _tensors(run, f"rounds/{k:04d}/{rel}.safetensors"))
     assert _log(folder, 0) == _log(run, k) and len(_log(folder, 0)) == 4
@@ -228,6 +228,7 @@ def runner(registry, monkeypatch):
     (["--round", "1", "--steps", "0"], "--steps must be at least 1"),
     (["--round", "1", "--start", "reinit", "--init-seed", "0"], "own init seed"),
     (["--round", "1", "--init-seed", "3"], "--init-seed seeds the weights of --start reinit"),
+    (["--round", "1", "--seed", "3"], "--seed draws the positions of --masks random"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(runner, run, args, needle):
     before = _files(run)

@@ -136,3 +136,21 @@ def test_bad_rewind_points_are_refused(toy_config, registry, points):
     from ticketforge.errors import ConfigError
     with pytest.raises(ConfigError, match="keep-rewind-points"):
         Engine(dataclasses.replace(toy_config, keep_rewind_points=points), registry=registry)
+
+
+def test_cli_keeps_the_points_it_is_given(registry, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import ticketforge.registry as registry_module
+    from ticketforge.cli.main import cli
+
+    monkeypatch.setattr(registry_module, "_registry", registry)
+    base = ["run", "--model", "toy", "--schedule", "uniform", "--rounds", "0", "--steps-per-round", "10", "--device",
+            "cpu", "--quiet", "--no-artifacts"]
+    result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "a"), "--keep-rewind-points", "0.3,0.5"])
+    assert result.exit_code == 0, result.output
+    assert RunStore(tmp_path / "a").has(point_file(3)) and RunStore(tmp_path / "a").has(point_file(5))
+    for bad in ("0.1,x", "0.1,2"):
+        result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b"), "--keep-rewind-points", bad])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "b").exists()

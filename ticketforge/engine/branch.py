@@ -84,6 +84,8 @@ class BranchRequest:
             raise UsageError(f"--steps must be at least 1, not {steps}")
         if init_seed is not None and start != "reinit":
             raise UsageError(f"--init-seed seeds the weights of --start reinit, not --start {start}")
+        if seed is not None and masks != "random":
+            raise UsageError(f"--seed draws the positions of --masks random, not --masks {masks}")
         return cls(of_round, masks, start, None if rewind_fraction is None else float(rewind_fraction), steps,
                    (seed if seed is not None else 0) if masks == "random" else None, init_seed)
 
@@ -153,6 +155,8 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
         raise UsageError(f"{run_dir} is a branch, not a run: branch the run it came from "
                          f"({(run_dir / config['branch'].get('parent_run', '..')).resolve()})")
     engine = _engine(run_dir, config, device, registry, model)
+    if engine.dist.enabled:
+        raise UsageError("ticketforge branch trains on one process: run it without torchrun (or --nproc)")
     if reporter is not None:
         engine.registry.pm.register(reporter, name="branch-reporter")
     try:
@@ -267,7 +271,7 @@ def _branch_masks(request: BranchRequest, targets: list[Any], ticket: list[Tenso
 
 
 def branch(run: str | Path, round: int, *, masks: str = "ticket", start: str = "tau",
-           rewind_fraction: float | None = None, steps: int | None = None, seed: int = 0,
+           rewind_fraction: float | None = None, steps: int | None = None, seed: int | None = None,
            init_seed: int | None = None, device: str | None = None, registry: Registry | None = None,
            model: ModelSpec | None = None) -> dict[str, Any]:
     """Train a lottery branch of round ``round`` of the run in ``run`` and return its record.
@@ -282,8 +286,8 @@ def branch(run: str | Path, round: int, *, masks: str = "ticket", start: str = "
         rewind_fraction: with ``start="tau"``, start from theta at this fraction of round 0's steps
             (a point the run kept with ``keep_rewind_points``, theta_tau's own fraction, or 0).
         steps: training steps (default: the run's steps per round).
-        seed: seed of the random masks.
-        init_seed: seed of the reinit weights.
+        seed: seed of the random masks (only with ``masks="random"``; None: 0).
+        init_seed: seed of the reinit weights (only with ``start="reinit"``).
         device: where to train (default: the run's ``device`` setting).
         registry: the plugin registry (default: the installed plugins).
         model: the run's model spec, needed only if the run was made with a ModelSpec object.
