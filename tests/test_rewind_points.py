@@ -153,4 +153,5 @@ def test_cli_keeps_the_points_it_is_given(registry, monkeypatch, tmp_path):
     for bad in ("0.1,x", "0.1,2"):
         result = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "b"), "--keep-rewind-points", bad])
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "keep-rewind-points" in result.output
         assert not (tmp_path / "b").exists()

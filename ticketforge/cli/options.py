@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS
+from ..errors import UsageError
 
 
 def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def parse_fractions(ctx: click.Context, param: click.Parameter, value: str | Non
     try:
         return [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated fractions such as 0,0.05,0.2, got {value!r}") from None
+        raise UsageError(f"{param.opts[0]} takes comma-separated fractions such as 0,0.05,0.2, not {value!r}") from None
 
 
 def echo_json(obj: Any) -> None:
