@@ -15,7 +15,7 @@ from ..errors import TicketforgeError
 
 # Commands live in their own modules; each exports ``command``. Optional ones are skipped if absent.
 _COMMANDS = ["run_cmd", "list_cmd", "inspect_cmd", "sample_cmd", "export_cmd",
-             "flops_cmd", "compare_cmd", "eval_cmd", "report_cmd"]
+             "flops_cmd", "compare_cmd", "eval_cmd", "report_cmd", "branch_cmd"]
 
 
 class _Group(click.Group):

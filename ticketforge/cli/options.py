@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS
+from ..errors import UsageError
 
 
 def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -22,6 +23,16 @@ def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
         except ValueError:
             out[key.replace("-", "_")] = value
     return out
+
+
+def parse_fractions(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """``"0,0.05,0.2"`` -> ``[0.0, 0.05, 0.2]`` (a click callback; None stays None)."""
+    if value is None:
+        return None
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{param.opts[0]} takes comma-separated fractions such as 0,0.05,0.2, not {value!r}") from None
 
 
 def echo_json(obj: Any) -> None:

@@ -11,7 +11,7 @@ import click
 from ..engine import Engine, RunConfig
 from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
 from ..errors import UsageError
-from .options import parse_key_values
+from .options import parse_fractions, parse_key_values
 
 
 @click.command("run")
@@ -37,8 +37,14 @@ from .options import parse_key_values
 @click.option("--rewind", type=click.Choice(REWIND_MODES), default=None,
               help="Rewind survivors to theta_tau (tau), theta_0 (init), or keep trained weights (none). [default: tau]")
 @click.option("--tau-frac", type=float, default=None, help="Rewind point as a fraction of the round's steps. [default: 0.05]")
+@click.option("--keep-rewind-points", default=None, metavar="F,F,...", callback=parse_fractions,
+              help="Also keep theta at these fractions of round 0's steps (e.g. 0,0.05,0.2), so that "
+                   "`ticketforge branch --rewind-fraction F` can start from them later. Not part of the run's "
+                   "identity; asked for once round 0 is finished, they can no longer be recorded.")
 @click.option("--baseline", type=click.Choice(BASELINES), default=None,
-              help="Sanity baseline: random-reinit (fresh init each round) or random-prune (random masks). [default: none]")
+              help="Iterative sanity baseline, a pruning trajectory of its own: random-reinit (rewinds every "
+                   "round to a second init) or random-prune (random positions at the ticket's per-tensor "
+                   "counts). The canonical controls of one ticket are `ticketforge branch`. [default: none]")
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, noise and random choices. [default: 0]")
 @click.option("--init-seed", type=int, default=None,
               help="Seed of the initial weights alone, so that two runs share theta_0 but not their data order "

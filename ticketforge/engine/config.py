@@ -28,6 +28,11 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
                             "world_size", "cuda_graphs"})
 
+# Fields that say what a run records along the way, not what it computes: not part of its identity
+# either (asking for more rewind points never renames or invalidates a run).
+RECORDING_FIELDS = frozenset({"keep_rewind_points"})
+NON_IDENTITY_FIELDS = RUNTIME_FIELDS | RECORDING_FIELDS
+
 # Identity fields added after the first release, left out of a run's hash while unset.
 LATER_FIELDS = frozenset({"init_seed"})
 
@@ -51,6 +56,7 @@ class RunConfig:
     target_sparsity: float | None = None
     rewind: str = "tau"
     tau_frac: float = 0.05
+    keep_rewind_points: list[float] = field(default_factory=list)  # fractions of round 0 whose weights are kept
     baseline: str = "none"
     seed: int = 0
     init_seed: int | None = None  # seed of the initial weights alone; None: ``seed``
@@ -112,6 +118,11 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "rounds" else 1):
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, not {value}")
+        points = self.keep_rewind_points
+        if not isinstance(points, (list, tuple)) or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and 0.0 <= f <= 1.0 for f in points):
+            raise ConfigError(f"keep-rewind-points must be fractions of round 0's steps in [0, 1] "
+                              f"(e.g. 0,0.05,0.2), not {points!r}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log-every and checkpoint-every must be at least 1")
 
@@ -131,7 +142,7 @@ class RunConfig:
         Fields added after the first release count only once set, so that existing run folders keep
         their names."""
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v is None)}
+                if k not in NON_IDENTITY_FIELDS and not (k in LATER_FIELDS and v is None)}
 
     def digest(self) -> str:
         """Short sha256 of :meth:`identity`: the run directory's name."""
@@ -141,5 +152,5 @@ class RunConfig:
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable ``key: stored -> current`` lines for the identity fields that differ."""
-    keys = sorted((set(stored) | set(current)) - RUNTIME_FIELDS)
+    keys = sorted((set(stored) | set(current)) - NON_IDENTITY_FIELDS)
     return [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k)]

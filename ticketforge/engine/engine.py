@@ -37,6 +37,7 @@ from .config import RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
+from .rewind import THETA_TAU, RewindPoints
 from .train import RoundSetup, make_optimizer, train_round
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,6 +54,32 @@ class RunState:
     device: torch.device
     network: nn.Module | None = None
     rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainingJob:
+    """One training of fixed masks: round ``index`` of a run, or a branch (its folder 0, seeds of a round).
+
+    Attributes:
+        seed_round: the round whose data order and noise seeds are used.
+        index: the round folder (``rounds/NNNN``) and record index written in ``store``.
+        store: where the checkpoint, log, weights and record go.
+        masks: one bool mask per prune target, in target order.
+        start: the start weights (plain layout) and ``start_source``, a name for error messages.
+        steps: training steps.
+        points: the rewind points to take on the way (round 0 of a run only).
+        record_extra: keys added to the record (a branch's description).
+    """
+
+    seed_round: int
+    index: int
+    store: Any
+    masks: list[Tensor]
+    start: dict[str, Tensor]
+    start_source: str
+    steps: int
+    points: RewindPoints
+    record_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -325,41 +352,55 @@ class Engine:
             return theta_0
         if cfg.rewind == "none":
             return self.store.read_tensors(f"{round_dir(k - 1)}/weights.safetensors")
-        if not self.store.has("rewind.safetensors"):
-            raise CheckpointError(f"{self.run_dir}/rewind.safetensors (theta_tau) is missing: start over with --fresh")
-        return self.store.read_tensors("rewind.safetensors")
+        if not self.store.has(THETA_TAU):
+            raise CheckpointError(f"{self.run_dir}/{THETA_TAU} (theta_tau) is missing: start over with --fresh")
+        return self.store.read_tensors(THETA_TAU)
 
     def _train_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
                      batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
-        cfg, store = self.config, self.store
+        cfg = self.config
         masks = self._masks_for(k, network, targets, batches)
         self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
+        points = RewindPoints.for_round_0(math.ceil(cfg.tau_frac * cfg.steps_per_round), cfg.keep_rewind_points,
+                                          cfg.steps_per_round) if k == 0 else RewindPoints({})
+        job = TrainingJob(k, k, self.store, masks, self._start_weights(k, theta_0), "rewind weights",
+                          cfg.steps_per_round, points)
+        return self._train_masked(job, network, groups, targets, batches, state)
+
+    def _train_masked(self, job: "TrainingJob", network: nn.Module, groups: list[ModuleGroup],
+                      targets: list[PruneTarget], batches: BatchSource, state: RunState) -> dict[str, Any]:
+        """Train ``job.masks`` from ``job.start`` once: a round of the run, or a branch of one (branch.py).
+
+        Optimizer, EMA, warm-up, precision, compile and CUDA graphs are the run's; seeds and data order are
+        those of round ``job.seed_round``; everything is written to ``job.store`` as folder ``job.index``.
+        """
+        cfg, store, k, i = self.config, job.store, job.seed_round, job.index
+        masks = job.masks
         apply_masks(targets, [m.to(self.device) for m in masks])
-        load_plain_state_dict(network, self._start_weights(k, theta_0), source="rewind weights")
+        load_plain_state_dict(network, job.start, source=job.start_source)
         sparsity = sparsity_of(masks)
-        tau = math.ceil(cfg.tau_frac * cfg.steps_per_round)
-        if k == 0 and tau == 0 and not store.has("rewind.safetensors"):
-            store.write_tensors("rewind.safetensors", plain_state_dict(network))
         optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
         ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
         gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
         torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
-        start = self._resume(k, network, optimizer, ema, gen)
-        setup = RoundSetup(k, cfg.steps_per_round, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
+        points = job.points
+        start = self._resume(k, network, optimizer, ema, gen, store=store, index=i, points=points)
+        if start == 0:
+            points.at_step(0, network)  # a point at step 0 (tau_frac 0): the start weights themselves
+        setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
                            cfg.log_every, cfg.checkpoint_every, self.precision, capture=self.capture)
-        self.hooks.ticketforge_round_start(run=state, round_index=k, sparsity=sparsity, steps=cfg.steps_per_round)
+        self.hooks.ticketforge_round_start(run=state, round_index=i, sparsity=sparsity, steps=job.steps)
         forward = self._forward_network(network)
 
         def on_step(done: int) -> None:
-            if k == 0 and done == tau and not store.has("rewind.safetensors"):
-                store.write_tensors("rewind.safetensors", plain_state_dict(network))
+            points.at_step(done, network)
 
         def on_log(done: int, metrics: dict[str, float]) -> None:
-            store.append_log({"round": k, "step": done, **metrics})
-            self.hooks.ticketforge_train_step(run=state, round_index=k, step=done, metrics=metrics)
+            store.append_log({"round": i, "step": done, **metrics})
+            self.hooks.ticketforge_train_step(run=state, round_index=i, step=done, metrics=metrics)
 
         def on_checkpoint(done: int) -> None:
-            self._checkpoint(k, done, network, optimizer, ema, gen)
+            self._checkpoint(i, done, network, optimizer, ema, gen, store=store, points=points)
 
         t0 = time.perf_counter()
         try:
@@ -367,14 +408,16 @@ class Engine:
                                   on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward,
                                   reduce=self.dist.reduce_window)
         except KeyboardInterrupt:
-            raise TicketforgeError(f"interrupted in round {k}; finished rounds and the last checkpoint are kept: "
+            what = f"round {k}" if store is self.store else f"the branch in {store.path}"
+            raise TicketforgeError(f"interrupted in {what}; finished rounds and the last checkpoint are kept: "
                                    f"give the same command to resume") from None
         seconds = time.perf_counter() - t0
-        record = self._finish_round(k, network, groups, targets, masks, ema, sparsity,
-                                    {**summary, "steps": cfg.steps_per_round, "seconds": seconds,
-                                     "steps_per_s": (cfg.steps_per_round - start) / max(seconds, 1e-9),
-                                     "world_size": self.dist.world_size})
-        self.hooks.ticketforge_round_end(run=state, round_index=k, record=record)
+        record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
+                                    {**summary, "steps": job.steps, "seconds": seconds,
+                                     "steps_per_s": (job.steps - start) / max(seconds, 1e-9),
+                                     "world_size": self.dist.world_size},
+                                    store=store, points=points, extra=job.record_extra)
+        self.hooks.ticketforge_round_end(run=state, round_index=i, record=record)
         return record
 
     def _forward_network(self, network: nn.Module) -> nn.Module:
@@ -387,9 +430,10 @@ class Engine:
         return self._compiled
 
     def _checkpoint(self, k: int, step: int, network: nn.Module, optimizer: torch.optim.Optimizer,
-                    ema: EMA | None, gen: torch.Generator) -> None:
+                    ema: EMA | None, gen: torch.Generator, *, store: Any = None,
+                    points: RewindPoints | None = None) -> None:
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        self.store.write_checkpoint(CHECKPOINT, {
+        (store or self.store).write_checkpoint(CHECKPOINT, {
             "round": k, "step": step,
             "weights": plain_state_dict(network),
             "optimizer": optimizer.state_dict(),
@@ -397,17 +441,24 @@ class Engine:
             "generator": gen.get_state(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": cuda_rng,
+            "rewind_points": points.state() if points is not None else {},  # written when the round finishes
             **self.dist.rng_checkpoint(gen),  # every rank's streams, under torchrun
         })
 
     def _resume(self, k: int, network: nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None,
-                gen: torch.Generator) -> int:
-        """Restore round k's last checkpoint if there is one; returns the step to start from."""
-        if not self.store.has(CHECKPOINT):
+                gen: torch.Generator, *, store: Any = None, index: int | None = None,
+                points: RewindPoints | None = None) -> int:
+        """Restore round k's last checkpoint if there is one; returns the step to start from.
+
+        ``store``/``index``: where the checkpoint lives and the folder index it was written for (a
+        branch trains with round k's seeds into folder 0 of its own store).
+        """
+        store = store or self.store
+        if not store.has(CHECKPOINT):
             return 0
         try:
-            ckpt = self.store.read_checkpoint(CHECKPOINT)
-            if ckpt["round"] != k:
+            ckpt = store.read_checkpoint(CHECKPOINT)
+            if ckpt["round"] != (k if index is None else index):
                 return 0
             load_plain_state_dict(network, ckpt["weights"], source=CHECKPOINT)
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -418,14 +469,18 @@ class Engine:
             if ckpt["cuda_rng"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
             self.dist.rng_restore(ckpt, gen, hash_seed(self.config.seed, "train", k, "resume", int(ckpt["step"])))
+            if points is not None:
+                points.restore(ckpt.get("rewind_points"))
             return int(ckpt["step"])
         except (CheckpointError, KeyError, ValueError, RuntimeError):
             # A damaged checkpoint costs the round's progress, never the run.
             return 0
 
     def _finish_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
-                      masks: list[Tensor], ema: EMA | None, sparsity: float, metrics: dict[str, Any]) -> dict[str, Any]:
-        store, rdir = self.store, round_dir(k)
+                      masks: list[Tensor], ema: EMA | None, sparsity: float, metrics: dict[str, Any], *,
+                      store: Any = None, points: RewindPoints | None = None,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        store, rdir = store or self.store, round_dir(k)
         if not store.has(f"{rdir}/masks.safetensors"):
             store.write_tensors(f"{rdir}/masks.safetensors", {t.name: m for t, m in zip(targets, masks)})
         store.write_tensors(f"{rdir}/weights.safetensors", plain_state_dict(network))
@@ -444,8 +499,12 @@ class Engine:
             written = self.dist.on_main(artifacts)  # drawn and written once, by rank 0
             for path in written or []:
                 store.write_file(str(Path(path).relative_to(store.path)))
+        for rel, weights in (points.files() if points is not None else {}).items():
+            # promoted now, before the record: they belong to the trajectory that finished the round
+            store.write_tensors(rel, weights, None if rel == THETA_TAU else
+                                {"format": "ticketforge-weights/1", "round_0_step": str(points.wanted[rel])})
         record = {"round": k, "sparsity": sparsity, "mask_sha256": mask_digest(masks),
-                  "groups": group_summary(groups, targets, masks), "metrics": metrics}
+                  "groups": group_summary(groups, targets, masks), "metrics": metrics, **(extra or {})}
         store.write_json(f"{rdir}/record.json", record)
         store.forget(CHECKPOINT)
         return record

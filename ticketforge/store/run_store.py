@@ -5,10 +5,12 @@ Layout::
     RUN/config.json             resolved config (what the directory's hash is made of)
     RUN/manifest.json           {"files": {relative path: sha256}}
     RUN/init.safetensors        theta_0, plain layout
-    RUN/rewind.safetensors      theta_tau (the rewind point), plain layout
+    RUN/rewind.safetensors      theta_tau (the rewind point), plain layout, written when round 0 finishes
+    RUN/rewind_points/step-00000010.safetensors   theta at a kept point of round 0 (keep_rewind_points)
     RUN/checkpoint.pt           the unfinished round's last checkpoint (weights_only loadable)
     RUN/train_log.jsonl         per-step log lines (loss, lr, steps/s)
     RUN/rounds/0003/masks.safetensors, weights.safetensors, ema.safetensors, record.json, *.png
+    RUN/branches/<name>/        a lottery branch: a one-round run folder of its own (engine/branch.py)
 """
 
 from __future__ import annotations
