@@ -1,43 +1,130 @@
-"""``ticketforge inspect``: what a run holds, round by round."""
+"""``ticketforge inspect``: what a run holds, round by round, with its branches under their rounds."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ..branches import BranchInfo, list_branches, resolve_branch
 from ..builtins.reporter import rounds_table
 from ..store import RunStore
 from .options import echo_json, json_option
 
 
 def inspect_run(run: str) -> dict:
-    """The ``inspect --json`` document: run path, resolved config, every finished round."""
+    """The ``inspect --json`` document: run path, resolved config, every finished round, every branch.
+
+    A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``.
+    """
     store = RunStore(run)
     config = store.read_config()
-    return {"run": str(store.path), "config": config,
-            "rounds": [store.round_record(k) for k in store.finished_rounds()]}
+    doc: dict[str, Any] = {"run": str(store.path), "config": config,
+                           "rounds": [store.round_record(k) for k in store.finished_rounds()],
+                           "branches": [b.to_json() for b in list_branches(run)]}
+    if isinstance(config.get("branch"), dict):
+        doc["branch"] = config["branch"]
+    return doc
+
+
+def _score_text(metrics: dict[str, Any]) -> str:
+    from .report_cmd import stored_scores
+    return ", ".join(f"{s['key']} {s['value']:.4g}" for s in stored_scores(metrics).values())
+
+
+def _start_text(branch: dict[str, Any]) -> str:
+    fraction = branch.get("rewind_fraction")
+    return str(branch.get("start", "")) + (f" @ {fraction:g}" if fraction is not None else "")
+
+
+def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[BranchInfo], title: str = "Rounds") -> Table:
+    """Each finished round, then the branches made from it (unfinished ones with their progress)."""
+    table = Table(title=title, title_justify="left")
+    for col in ("round", "branch", "masks", "start", "steps", "sparsity", "kept weights", "final loss", "scores",
+                "mask sha256 / status"):
+        table.add_column(col, justify="left" if col in ("branch", "masks", "start", "scores", "mask sha256 / status")
+                         else "right", no_wrap=col == "branch")
+
+    def metric_cells(record: dict[str, Any] | None) -> list[str]:
+        if record is None:
+            return ["", "", "", "", ""]
+        m = record.get("metrics", {})
+        return [str(m.get("steps", "")), f"{100 * record['sparsity']:.2f}%", f"{m.get('nonzero_params', 0):,}",
+                f"{m.get('loss', float('nan')):.4f}", _score_text(m)]
+
+    def branch_row(b: BranchInfo, round_cell: str) -> None:
+        cells = metric_cells(b.record)
+        if b.record is None and b.steps is not None:
+            cells[0] = str(b.steps)
+        status = b.record["mask_sha256"][:12] if b.record else b.status
+        table.add_row(round_cell, f"└ {b.name}", str(b.branch.get("masks", "")), _start_text(b.branch), *cells,
+                      status)
+
+    listed = set()
+    for r in rounds:
+        table.add_row(str(r["round"]), "", "", "", *metric_cells(r), r["mask_sha256"][:12])
+        for b in branches:
+            if b.of_round == r["round"]:
+                branch_row(b, "")
+                listed.add(b.name)
+    for b in branches:  # branches of rounds not shown (or unreadable ones)
+        if b.name not in listed:
+            branch_row(b, "?" if b.of_round is None else str(b.of_round))
+    return table
+
+
+def _branch_header(branch: dict[str, Any], path: str) -> str:
+    return (f"[bold]branch {branch.get('name')}[/] ({path}) of round {branch.get('of_round')}: masks "
+            f"{branch.get('masks')}, start {_start_text(branch)}, {branch.get('steps')} steps, seed "
+            f"{branch.get('seed')}" + (f", init seed {branch['init_seed']}" if branch.get("init_seed") is not None
+                                       else ""))
 
 
 @click.command("inspect")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--branch", "branch_name", default=None, metavar="NAME",
+              help="Show this branch of RUN (its name or a unique prefix; `inspect RUN` lists them).")
 @click.option("--groups", "show_groups", is_flag=True, help="Also show per-group sparsity of the last round.")
 @json_option
-def command(run: str, show_groups: bool, as_json: bool) -> None:
+def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool) -> None:
     """Show a run's config and its rounds: sparsity, kept weights, loss, mask digest.
 
-    The module groups (what the incremental schedule counts j over) are listed with --groups.
+    Branches (``ticketforge branch``) are listed under the round they branch from, with their
+    masks, start, steps, final loss, stored scores, or progress while unfinished. A branch folder
+    may be given as RUN, or by name with --branch. The module groups (what the incremental schedule
+    counts j over) are listed with --groups.
     """
-    doc = inspect_run(run)
+    info = resolve_branch(run, branch_name) if branch_name is not None else None
+    if info is not None and info.error:
+        from ..errors import UsageError
+        raise UsageError(f"branch {info.name} of {run} cannot be read: {info.error}")
+    doc = inspect_run(str(info.path) if info else run)
+    if info is not None:
+        doc["parent_run"] = run
     if as_json:
         echo_json(doc)
         return
     console = Console()
     cfg = doc["config"]
+    if "branch" in doc:
+        console.print(_branch_header(doc["branch"], doc["run"]))
     console.print(f"[bold]{doc['run']}[/]: {cfg['model']} ({cfg.get('preset')}), dataset {cfg['dataset']}, "
                   f"schedule {cfg['schedule']} (p={cfg['p']}, q={cfg['q']}), scorer {cfg['scorer']}, "
                   f"rewind {cfg['rewind']}, baseline {cfg['baseline']}, seed {cfg['seed']}")
-    console.print(rounds_table(doc["rounds"]))
+    if info is not None:
+        parent = RunStore(run)
+        k = info.of_round
+        rounds = [parent.round_record(k)] if k is not None and k in parent.finished_rounds() else []
+        console.print(rounds_and_branches_table(rounds, [info], title=f"round {k} and this branch"))
+    elif doc["branches"]:
+        branches = list_branches(run)
+        console.print(rounds_and_branches_table(doc["rounds"], branches))
+        if any(not b.finished for b in branches):
+            console.print("[dim]unfinished branches resume when their `ticketforge branch` command is given again[/]")
+    else:
+        console.print(rounds_table(doc["rounds"]))
     if show_groups and doc["rounds"]:
         last = doc["rounds"][-1]
         table = Table(title=f"groups (round {last['round']})", title_justify="left")
