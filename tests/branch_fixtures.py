@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ticketforge.api import load_round
 from ticketforge.engine.groups import mask_digest
 from ticketforge.store import RunStore
 from ticketforge.store.run_store import round_dir
@@ -30,13 +31,15 @@ def _shuffled(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def fake_branch(run: str | Path, of_round: int, *, masks: str = "ticket", start: str = "tau",
                 rewind_fraction: float | None = None, seed: int = 0, perturb: float = 0.0,
-                loss: float | None = None, finished: bool = True, checkpoint_step: int | None = None) -> Path:
+                loss: float | None = None, finished: bool = True, checkpoint_step: int | None = None,
+                registry: Any = None) -> Path:
     """Write a branch of round ``of_round`` of the finished run ``run``; returns its folder.
 
     ``masks``: ``ticket`` (round K's), ``random`` (shuffled per tensor, counts kept, from ``seed``) or
     ``none`` (all kept). ``perturb`` adds seeded noise of that scale to the weights so that the
     branch's samples differ from round K's; ``loss`` replaces the final training loss. Unfinished
     (``finished=False``): config and, with ``checkpoint_step``, a checkpoint holding that step.
+    ``registry`` builds the run's model (for the masks' order in the digest, as the engine has it).
     """
     parent = RunStore(run)
     config = parent.read_config()
@@ -57,7 +60,7 @@ def fake_branch(run: str | Path, of_round: int, *, masks: str = "ticket", start:
         return store.path
     gen = torch.Generator().manual_seed(seed)
     rdir = round_dir(of_round)
-    stored = parent.read_tensors(f"{rdir}/masks.safetensors")
+    stored = dict(sorted(parent.read_tensors(f"{rdir}/masks.safetensors").items()))  # a fixed order to shuffle in
     if masks == "random":
         new_masks = {k: _shuffled(m.bool(), gen) for k, m in stored.items()}
     elif masks == "none":
@@ -72,7 +75,8 @@ def fake_branch(run: str | Path, of_round: int, *, masks: str = "ticket", start:
                 tensors = {k: v + perturb * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
                            for k, v in tensors.items()}
             store.write_tensors(f"rounds/0000/{file}", tensors)
-    ordered = [new_masks[k] for k in stored]  # the parent's target order
+    order = load_round(run, of_round, registry=registry).masks  # the engine's target order
+    ordered = [new_masks[k] for k in order]
     kept = sum(int(m.sum()) for m in ordered)
     total = sum(m.numel() for m in ordered)
     metrics = {**record["metrics"], "steps": steps, "nonzero_params": kept}

@@ -47,10 +47,10 @@ def made(tmp_path_factory):
                        out=str(run), log_every=5, checkpoint_every=10, artifacts=False)
     Engine(config, registry=registry).run()
     names = {
-        "ticket1": fake_branch(run, 1, masks="ticket", perturb=0.05, loss=0.5).name,
-        "random1": fake_branch(run, 1, masks="random", seed=1, perturb=0.05, loss=0.9).name,
-        "ticket2": fake_branch(run, 2, masks="ticket", perturb=0.05, seed=2, loss=0.6).name,
-        "none2": fake_branch(run, 2, masks="none", perturb=0.05, seed=3, loss=0.4).name,
+        "ticket1": fake_branch(run, 1, masks="ticket", perturb=0.05, loss=0.5, registry=registry).name,
+        "random1": fake_branch(run, 1, masks="random", seed=1, perturb=0.05, loss=0.9, registry=registry).name,
+        "ticket2": fake_branch(run, 2, masks="ticket", perturb=0.05, seed=2, loss=0.6, registry=registry).name,
+        "none2": fake_branch(run, 2, masks="none", perturb=0.05, seed=3, loss=0.4, registry=registry).name,
         "unfinished": fake_branch(run, 2, masks="ticket", start="reinit", finished=False, checkpoint_step=7).name,
     }
     return run, names, registry
@@ -149,7 +149,7 @@ def test_inspect_lists_branches_under_the_round_they_branch_from(env):
     r0, r1, r2 = round_row(0), round_row(1), round_row(2)
     assert r0 < r1 < row(names["ticket1"]) < r2 and r1 < row(names["random1"]) < r2
     assert r2 < row(names["ticket2"]) and r2 < row(names["none2"]) and r2 < row(names["unfinished"])
-    assert "step 7 of 20" in lines[row(names["unfinished"])]
+    assert "step 7 of 20" in lines[row(names["unfinished"]) + 1]  # progress under its name
     assert "0.9000" in lines[row(names["random1"])]  # its final loss
 
 

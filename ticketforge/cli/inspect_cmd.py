@@ -40,38 +40,43 @@ def _start_text(branch: dict[str, Any]) -> str:
 
 
 def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[BranchInfo], title: str = "Rounds") -> Table:
-    """Each finished round, then the branches made from it (unfinished ones with their progress)."""
+    """Each finished round, then the branches made from it (unfinished ones with their progress).
+
+    A branch's name says its masks and start (``random-tau-<hash>``); the steps show when a branch
+    trained for another budget than the rounds, scores when some are stored.
+    """
+    scores = {id(r): _score_text(r.get("metrics", {})) for r in [*rounds, *(b.record for b in branches if b.record)]}
+    with_scores = any(scores.values())
+    steps_seen = {r.get("metrics", {}).get("steps") for r in rounds} | {b.steps for b in branches}
+    with_steps = len(steps_seen - {None}) > 1
     table = Table(title=title, title_justify="left")
-    for col in ("round", "branch", "masks", "start", "steps", "sparsity", "kept weights", "final loss", "scores",
-                "mask sha256 / status"):
-        table.add_column(col, justify="left" if col in ("branch", "masks", "start", "scores", "mask sha256 / status")
-                         else "right", no_wrap=col == "branch")
+    table.add_column("round / branch", no_wrap=True)
+    for col in (*(["steps"] * with_steps), "sparsity", "kept weights", "final loss", *(["scores"] * with_scores)):
+        table.add_column(col, justify="left" if col == "scores" else "right", no_wrap=col != "scores")
+    table.add_column("mask sha256", no_wrap=True)  # what gives way on a narrow terminal
 
-    def metric_cells(record: dict[str, Any] | None) -> list[str]:
+    def cells(record: dict[str, Any] | None, steps: int | None) -> list[str]:
+        m = record.get("metrics", {}) if record else {}
+        head = [str(m.get("steps", steps or ""))] * with_steps
         if record is None:
-            return ["", "", "", "", ""]
-        m = record.get("metrics", {})
-        return [str(m.get("steps", "")), f"{100 * record['sparsity']:.2f}%", f"{m.get('nonzero_params', 0):,}",
-                f"{m.get('loss', float('nan')):.4f}", _score_text(m)]
+            return [*head, "", "", "", *([""] * with_scores)]
+        return [*head, f"{100 * record['sparsity']:.2f}%", f"{m.get('nonzero_params', 0):,}",
+                f"{m.get('loss', float('nan')):.4f}", *([scores[id(record)]] * with_scores)]
 
-    def branch_row(b: BranchInfo, round_cell: str) -> None:
-        cells = metric_cells(b.record)
-        if b.record is None and b.steps is not None:
-            cells[0] = str(b.steps)
-        status = b.record["mask_sha256"][:12] if b.record else b.status
-        table.add_row(round_cell, f"└ {b.name}", str(b.branch.get("masks", "")), _start_text(b.branch), *cells,
-                      status)
+    def branch_row(b: BranchInfo, of: str = "") -> None:
+        name = f"{of}└ {b.name}" + ("" if b.finished else f"\n  [yellow]{b.status}[/]")
+        table.add_row(name, *cells(b.record, b.steps), b.record["mask_sha256"][:12] if b.record else "")
 
     listed = set()
     for r in rounds:
-        table.add_row(str(r["round"]), "", "", "", *metric_cells(r), r["mask_sha256"][:12])
+        table.add_row(str(r["round"]), *cells(r, None), r["mask_sha256"][:12])
         for b in branches:
             if b.of_round == r["round"]:
-                branch_row(b, "")
+                branch_row(b)
                 listed.add(b.name)
     for b in branches:  # branches of rounds not shown (or unreadable ones)
         if b.name not in listed:
-            branch_row(b, "?" if b.of_round is None else str(b.of_round))
+            branch_row(b, f"{'?' if b.of_round is None else b.of_round} ")
     return table
 
 
