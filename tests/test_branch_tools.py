@@ -122,7 +122,7 @@ def test_unknown_branch_is_one_line_exit_2_listing_the_names(env, tmp_path, args
 
 def test_round_with_branch_and_bad_eval_combinations_are_refused(env):
     run, names, runner = env
-    for args in (["sample", str(run), "--round", "1", "--branch", "ticket", "--out", "x.png"],
+    for args in (["sample", str(run), "--round", "1", "--branch", "random", "--out", "x.png"],
                  ["eval", str(run), "--all", "--branch", "random", "--evaluator", "mean-pixel"],
                  ["eval", str(run), "--round", "1", "--branches", "--evaluator", "mean-pixel"]):
         result = runner.invoke(cli, args)
