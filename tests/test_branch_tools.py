@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import ticketforge.registry as registry_module
 from branch_fixtures import fake_branch
-from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl, load_ticket
+from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl, load_branch, load_ticket
 from ticketforge.branches import list_branches, resolve_branch, resolve_source
 from ticketforge.cli.main import cli
 from ticketforge.errors import UsageError
@@ -100,6 +100,10 @@ def test_resolve_by_name_prefix_and_errors(env):
         resolve_source(run, names["ticket1"], 1)
     path, k, info = resolve_source(run, "none")
     assert path == run / "branches" / names["none2"] and k == 0 and info.of_round == 2
+    loaded = load_branch(run, "random", registry=registry_module._registry)
+    stored = RunStore(run / "branches" / names["random1"]).read_tensors("rounds/0000/masks.safetensors")
+    assert loaded.config["branch"]["masks"] == "random" and loaded.round == 0
+    assert all(torch.equal(loaded.masks[k], stored[k].bool()) for k in stored)
 
 
 @pytest.mark.parametrize("args", [

@@ -164,7 +164,7 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
     if plot:
         def short(loaded: Any, branch: str | None, run: str) -> str:
-            return f"{Path(run).name}/{_branch_name(loaded) or branch}" if branch else f"{Path(run).name}/{loaded.round}"
+            return f"{Path(run).name}/{_branch_name(loaded) or branch if branch else loaded.round}"
         plot_cka({f"{short(a, branch_a, run_a)} vs {short(b, branch_b, run_b)}": doc["modules"]}, plot,
                  title=f"{mode} CKA per module")
     if as_json:

@@ -52,7 +52,8 @@ def summarize_run(run: str, *, flops: bool = True, device: str = "cpu") -> dict[
         metrics = record.get("metrics", {})
         row: dict[str, Any] = {"round": k, "sparsity": record["sparsity"],
                                "nonzero_params": metrics.get("nonzero_params"),
-                               "total_params": metrics.get("total_params"), "loss": metrics.get("loss"), "scores": stored_scores(metrics)}
+                               "total_params": metrics.get("total_params"), "loss": metrics.get("loss"),
+                               "scores": stored_scores(metrics)}
         if flops:
             loaded = load_round(run, k, ema=False, device=device)
             if count is None:

@@ -22,7 +22,8 @@ from .options import branch_option, sampling_options, parse_key_values, round_op
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
 def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
-            options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str, compile_: bool, out: str) -> None:
+            options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str, compile_: bool,
+            out: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
     source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
