@@ -184,6 +184,9 @@ def test_eval_branch_stores_its_scores_in_the_branch_record_only(env):
     assert stored is not None and stored["mean_pixel"] == rows[0]["scores"]["mean_pixel"] and stored["n_samples"] == 6
     assert all(_score(run, k) is None for k in (0, 1, 2))  # the run's rounds untouched
     assert _score(run / "branches" / names["ticket1"]) is None  # and the other branches
+    text = _ok(runner.invoke(cli, ["inspect", str(run)])).output  # inspect shows the stored score in its row
+    assert "mean_pixel" in text and f"{stored['mean_pixel']:.4g}" in next(
+        line for line in text.splitlines() if names["random1"] in line)
     by_path = _ok(runner.invoke(cli, ["eval", str(run / "branches" / names["none2"]), *EVAL]))
     assert names["none2"] in by_path.output and _score(run / "branches" / names["none2"]) is not None
 

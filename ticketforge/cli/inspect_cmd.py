@@ -29,9 +29,9 @@ def inspect_run(run: str) -> dict:
     return doc
 
 
-def _score_text(metrics: dict[str, Any]) -> str:
+def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from .report_cmd import stored_scores
-    return ", ".join(f"{s['key']} {s['value']:.4g}" for s in stored_scores(metrics).values())
+    return stored_scores(metrics)
 
 
 def _start_text(branch: dict[str, Any]) -> str:
@@ -43,25 +43,31 @@ def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[Branc
     """Each finished round, then the branches made from it (unfinished ones with their progress).
 
     A branch's name says its masks and start (``random-tau-<hash>``); the steps show when a branch
-    trained for another budget than the rounds, scores when some are stored.
+    trained for another budget than the rounds, and each stored evaluator's headline score has a column.
     """
-    scores = {id(r): _score_text(r.get("metrics", {})) for r in [*rounds, *(b.record for b in branches if b.record)]}
-    with_scores = any(scores.values())
+    records = [*rounds, *(b.record for b in branches if b.record)]
+    scores = {id(r): _scores(r.get("metrics", {})) for r in records}
+    evaluators: dict[str, str] = {}  # evaluator name -> the key of its headline score (the column's header)
+    for per in scores.values():
+        for name, score in per.items():
+            evaluators.setdefault(name, score["key"])
     steps_seen = {r.get("metrics", {}).get("steps") for r in rounds} | {b.steps for b in branches}
     with_steps = len(steps_seen - {None}) > 1
     table = Table(title=title, title_justify="left")
     table.add_column("round / branch", no_wrap=True)
-    for col in (*(["steps"] * with_steps), "sparsity", "kept weights", "final loss", *(["scores"] * with_scores)):
-        table.add_column(col, justify="left" if col == "scores" else "right", no_wrap=col != "scores")
-    table.add_column("mask sha256", no_wrap=True)  # what gives way on a narrow terminal
+    for col in (*(["steps"] * with_steps), "sparsity", "kept weights", "final loss", *evaluators.values()):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("mask sha256")  # what gives way first on a narrow terminal
 
     def cells(record: dict[str, Any] | None, steps: int | None) -> list[str]:
         m = record.get("metrics", {}) if record else {}
         head = [str(m.get("steps", steps or ""))] * with_steps
         if record is None:
-            return [*head, "", "", "", *([""] * with_scores)]
+            return [*head, "", "", "", *([""] * len(evaluators))]
+        mine = scores[id(record)]
         return [*head, f"{100 * record['sparsity']:.2f}%", f"{m.get('nonzero_params', 0):,}",
-                f"{m.get('loss', float('nan')):.4f}", *([scores[id(record)]] * with_scores)]
+                f"{m.get('loss', float('nan')):.4f}",
+                *(f"{mine[name]['value']:.4g}" if name in mine else "" for name in evaluators)]
 
     def branch_row(b: BranchInfo, of: str = "") -> None:
         name = f"{of}└ {b.name}" + ("" if b.finished else f"\n  [yellow]{b.status}[/]")
