@@ -124,13 +124,14 @@ def test_unknown_branch_is_one_line_exit_2_listing_the_names(env, tmp_path, args
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.safetensors").exists()
 
 
-def test_round_with_branch_and_bad_eval_combinations_are_refused(env):
+def test_round_with_branch_and_bad_eval_combinations_are_refused(env, tmp_path):
     run, names, runner = env
-    for args in (["sample", str(run), "--round", "1", "--branch", "random", "--out", "x.png"],
+    for args in (["sample", str(run), "--round", "1", "--branch", "random", "--out", str(tmp_path / "x.png")],
                  ["eval", str(run), "--all", "--branch", "random", "--evaluator", "mean-pixel"],
                  ["eval", str(run), "--round", "1", "--branches", "--evaluator", "mean-pixel"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "x.png").exists()
 
 
 # -- inspect ------------------------------------------------------------------------------------------

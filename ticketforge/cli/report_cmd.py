@@ -248,6 +248,10 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
                 plot_branches(series, ylabel, out / target, f"{name}: ticket vs branches ({ylabel})")
                 plots[target] = series
                 md += [f"![{ylabel}: ticket vs branches]({target})", ""]
+            if len(plots) > 1:
+                md += ["A branch's score compares with its round's only at equal featurizer, sample count, sampler "
+                       "and steps (the table gives n); score them together with `ticketforge eval RUN --all "
+                       "--branches`.", ""]
             s["branch_plots"] = plots
         for r in s["rounds"]:
             if r["samples"]:
