@@ -26,7 +26,7 @@ def test_run_then_inspect_json_has_the_stable_shape(runner, tmp_path):
     result = _toy_run(runner, tmp_path / "run")
     assert result.exit_code == 0, result.output
     doc = json.loads(runner.invoke(cli, ["inspect", str(tmp_path / "run"), "--json"]).output)
-    assert set(doc) == {"run", "config", "rounds"}
+    assert set(doc) == {"run", "config", "rounds", "branches"} and doc["branches"] == []
     assert doc["config"]["model"] == "toy" and doc["config"]["steps_per_round"] == 10
     assert [r["round"] for r in doc["rounds"]] == [0, 1]
     r1 = doc["rounds"][1]

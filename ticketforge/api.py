@@ -110,3 +110,14 @@ def record_metrics(run: str | Path, round: int, metrics: dict[str, Any]) -> None
         record = store.round_record(round)
         record["metrics"] = {**record.get("metrics", {}), **metrics}
         store.write_json(f"{round_dir(round)}/record.json", record)
+
+
+def load_branch(run: str | Path, name: str, *, ema: bool = True, device: str = "cpu",
+                registry: Registry | None = None) -> LoadedRound:
+    """Load the finished branch ``name`` of ``run`` (full name or unique prefix; see ticketforge.branches).
+
+    Its ``config["branch"]`` says what it is (``of_round``, ``masks``, ``start``, ...); ``round`` is 0.
+    """
+    from .branches import resolve_source
+    path, k, _ = resolve_source(run, name)
+    return load_round(path, k, ema=ema, device=device, registry=registry)

@@ -67,8 +67,22 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
     all_a = torch.cat([a.masks[n].flatten() for _, n in names])
     all_b = torch.cat([b.masks[n].flatten() for _, n in names])
     return {"run_a": str(a.run_dir), "round_a": a.round, "run_b": str(b.run_dir), "round_b": b.round,
+            "branch_a": _branch_name(a), "branch_b": _branch_name(b),
             "mode": mode, "kernel": kernel, "debiased": debiased, "samples": samples if mode == "activations" else None,
             "jaccard": mask_jaccard(all_a, all_b), "modules": rows}
+
+
+def _branch_name(loaded: Any) -> str | None:
+    branch = loaded.config.get("branch")
+    return branch.get("name") if isinstance(branch, dict) else None
+
+
+def side_label(doc: dict[str, Any], side: str) -> str:
+    """``RUN round 3``, or ``RUN branch NAME`` for a branch (whose folder is RUN/branches/NAME)."""
+    run, branch = doc[f"run_{side}"], doc.get(f"branch_{side}")
+    if branch:
+        return f"{Path(run).parent.parent} branch {branch}"
+    return f"{run} round {doc[f'round_{side}']}"
 
 
 def require_matplotlib() -> Any:
@@ -98,7 +112,7 @@ def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: s
 
 def render(doc: dict[str, Any], console: Console) -> None:
     table = Table(title=f"{doc['mode']} CKA ({doc['kernel']}, {'debiased' if doc['debiased'] else 'biased'}): "
-                        f"{doc['run_a']} round {doc['round_a']} vs {doc['run_b']} round {doc['round_b']}",
+                        f"{side_label(doc, 'a')} vs {side_label(doc, 'b')}",
                   title_justify="left")
     for col in ("group", "module", "CKA", "mask Jaccard", "random masks", "density a", "density b"):
         table.add_column(col, justify="left" if col in ("group", "module") else "right")
@@ -116,6 +130,10 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @click.argument("run_b", type=click.Path(exists=True, file_okay=False))
 @round_option
 @click.option("--round-b", type=int, default=None, help="Round of RUN_B when it differs from --round.")
+@click.option("--branch", "branch_a", default=None, metavar="NAME",
+              help="A branch of RUN_A instead of a round (name or unique prefix).")
+@click.option("--branch-b", default=None, metavar="NAME",
+              help="A branch of RUN_B instead of a round (RUN_B may be RUN_A: a ticket against its branch).")
 @click.option("--mode", type=click.Choice(["weights", "activations"]), default="weights", show_default=True)
 @click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
 @click.option("--biased", is_flag=True,
@@ -126,7 +144,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of CKA per module (needs matplotlib).")
-def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, mode: str, kernel: str, biased: bool,
+def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, branch_a: str | None,
+            branch_b: str | None, mode: str, kernel: str, biased: bool,
             samples: int, seed: int, device: str, as_json: bool, plot: str | None) -> None:
     """Compare two tickets module by module, upstream to downstream: CKA and mask Jaccard.
 
@@ -134,13 +153,19 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, mod
     weights as a sample. Two unrelated tickets give debiased CKA near 0.
     """
     from ..api import load_round
+    from ..branches import resolve_source
     if plot:
         require_matplotlib()
-    a = load_round(run_a, round_, device=device)
-    b = load_round(run_b, round_ if round_b is None else round_b, device=device)
+    path_a, k_a, _ = resolve_source(run_a, branch_a, round_)
+    # RUN_B's round defaults to --round, unless RUN_B's side is a branch (a branch has one round).
+    path_b, k_b, _ = resolve_source(run_b, branch_b, round_b if round_b is not None or branch_b else round_)
+    a = load_round(path_a, k_a, device=device)
+    b = load_round(path_b, k_b, device=device)
     doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
     if plot:
-        plot_cka({f"{Path(run_a).name}/{a.round} vs {Path(run_b).name}/{b.round}": doc["modules"]}, plot,
+        def short(loaded: Any, branch: str | None, run: str) -> str:
+            return f"{Path(run).name}/{_branch_name(loaded) or branch if branch else loaded.round}"
+        plot_cka({f"{short(a, branch_a, run_a)} vs {short(b, branch_b, run_b)}": doc["modules"]}, plot,
                  title=f"{mode} CKA per module")
     if as_json:
         echo_json(doc)

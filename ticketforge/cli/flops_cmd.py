@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..metrics.flops import flops_report
-from .options import echo_json, json_option, parse_key_values, round_option
+from .options import branch_option, echo_json, json_option, parse_key_values, round_option
 
 
 def human_macs(macs: float) -> str:
@@ -23,19 +23,24 @@ def human_macs(macs: float) -> str:
 
 
 def model_report(run: str | None, model: str | None, preset: str | None, options: dict[str, Any],
-                 round_: int | None, batch_size: int = 1) -> dict[str, Any]:
-    """The ``flops --json`` document for a run's round, or for a freshly built dense model."""
+                 round_: int | None, batch_size: int = 1, branch: str | None = None) -> dict[str, Any]:
+    """The ``flops --json`` document for a run's round or branch, or for a freshly built dense model."""
     if (run is None) == (model is None):
         raise UsageError("give either a RUN directory or --model NAME")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (images per counted forward pass), not {batch_size}")
+    if run is None and branch is not None:
+        raise UsageError("--branch needs a RUN directory")
     if run is not None:
         if preset is not None or options:
             raise UsageError("--preset and --option build a fresh model: use them with --model, not with RUN")
         from ..api import load_round
-        loaded = load_round(run, round_, ema=False)
+        from ..branches import branch_of, resolve_source
+        path, round_, _ = resolve_source(run, branch, round_)
+        loaded = load_round(path, round_, ema=False)
         spec, network, groups = loaded.spec, loaded.network, loaded.groups
-        source: dict[str, Any] = {"run": str(run), "round": loaded.round, "sparsity": loaded.record.get("sparsity")}
+        source: dict[str, Any] = {"run": str(path), "round": loaded.round, "sparsity": loaded.record.get("sparsity"),
+                                  "branch": branch_of(path)}
     else:
         if round_ is not None:
             raise UsageError("--round needs a RUN directory")
@@ -55,7 +60,9 @@ def model_report(run: str | None, model: str | None, preset: str | None, options
 def render(doc: dict[str, Any], console: Console) -> None:
     """Per-group table and totals, saying plainly that these are theoretical counts."""
     per = doc["batch_size"]
-    table = Table(title=f"theoretical MACs per {'image' if per == 1 else f'batch of {per}'} by module group",
+    branch = doc.get("branch")
+    of = f" of branch {branch.get('name')} (of round {branch.get('of_round')})" if branch else ""
+    table = Table(title=f"theoretical MACs per {'image' if per == 1 else f'batch of {per}'} by module group{of}",
                   title_justify="left")
     for col in ("group", "name", "params", "nonzero", "dense MACs", "sparse MACs"):
         table.add_column(col, justify="left" if col == "name" else "right")
@@ -84,16 +91,17 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option (with --model), repeatable.")
 @round_option
+@branch_option
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Images per counted forward pass.")
 @json_option
 def command(run: str | None, model: str | None, preset: str | None, options: tuple[str, ...],
-            round_: int | None, batch_size: int, as_json: bool) -> None:
-    """Theoretical MACs of a round's ticket (RUN) or of a fresh dense model (--model NAME).
+            round_: int | None, branch: str | None, batch_size: int, as_json: bool) -> None:
+    """Theoretical MACs of a round's ticket (RUN), a branch's (--branch) or of a fresh dense model (--model NAME).
 
     Dense MACs are counted by fvcore from shapes; sparse MACs scale each Conv/Linear weight op by the
     fraction of its weights that are nonzero. Everything else stays dense and is shown apart.
     """
-    doc = model_report(run, model, preset, parse_key_values(options, "--option"), round_, batch_size)
+    doc = model_report(run, model, preset, parse_key_values(options, "--option"), round_, batch_size, branch)
     if as_json:
         echo_json(doc)
     else:

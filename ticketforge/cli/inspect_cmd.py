@@ -1,11 +1,14 @@
-"""``ticketforge inspect``: what a run holds, round by round."""
+"""``ticketforge inspect``: what a run holds, round by round, with its branches under their rounds."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from ..branches import BranchInfo, list_branches, resolve_branch
 from ..builtins.reporter import rounds_table
 from ..store import RunStore
 from ..store.read_checks import verify_run
@@ -13,33 +16,128 @@ from .options import echo_json, json_option
 
 
 def inspect_run(run: str) -> dict:
-    """The ``inspect --json`` document: run path, resolved config, every finished round."""
+    """The ``inspect --json`` document: run path, resolved config, every finished round, every branch.
+
+    A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``.
+    """
     store = RunStore(run)
     config = store.read_config()
     verify_run(store, config)  # report only what the files hold: a damaged one is an error naming it
-    return {"run": str(store.path), "config": config,
-            "rounds": [store.round_record(k) for k in store.finished_rounds()]}
+    doc: dict[str, Any] = {"run": str(store.path), "config": config,
+                           "rounds": [store.round_record(k) for k in store.finished_rounds()],
+                           "branches": [b.to_json() for b in list_branches(run)]}
+    if isinstance(config.get("branch"), dict):
+        doc["branch"] = config["branch"]
+    return doc
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from .report_cmd import stored_scores
+    return stored_scores(metrics)
+
+
+def _start_text(branch: dict[str, Any]) -> str:
+    fraction = branch.get("rewind_fraction")
+    return str(branch.get("start", "")) + (f" @ {fraction:g}" if fraction is not None else "")
+
+
+def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[BranchInfo], title: str = "Rounds") -> Table:
+    """Each finished round, then the branches made from it (unfinished ones with their progress).
+
+    A branch's name says its masks and start (``random-tau-<hash>``); the steps show when a branch
+    trained for another budget than the rounds, and each stored evaluator's headline score has a column.
+    """
+    records = [*rounds, *(b.record for b in branches if b.record)]
+    scores = {id(r): _scores(r.get("metrics", {})) for r in records}
+    evaluators: dict[str, str] = {}  # evaluator name -> the key of its headline score (the column's header)
+    for per in scores.values():
+        for name, score in per.items():
+            evaluators.setdefault(name, score["key"])
+    steps_seen = {r.get("metrics", {}).get("steps") for r in rounds} | {b.steps for b in branches}
+    with_steps = len(steps_seen - {None}) > 1
+    table = Table(title=title, title_justify="left")
+    table.add_column("round / branch", no_wrap=True)
+    for col in (*(["steps"] * with_steps), "sparsity", "kept weights", "final loss", *evaluators.values()):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("mask sha256")  # what gives way first on a narrow terminal
+
+    def cells(record: dict[str, Any] | None, steps: int | None) -> list[str]:
+        m = record.get("metrics", {}) if record else {}
+        head = [str(m.get("steps", steps or ""))] * with_steps
+        if record is None:
+            return [*head, "", "", "", *([""] * len(evaluators))]
+        mine = scores[id(record)]
+        return [*head, f"{100 * record['sparsity']:.2f}%", f"{m.get('nonzero_params', 0):,}",
+                f"{m.get('loss', float('nan')):.4f}",
+                *(f"{mine[name]['value']:.4g}" if name in mine else "" for name in evaluators)]
+
+    def branch_row(b: BranchInfo, of: str = "") -> None:
+        name = f"{of}└ {b.name}" + ("" if b.finished else f"\n  [yellow]{b.status}[/]")
+        table.add_row(name, *cells(b.record, b.steps), b.record["mask_sha256"][:12] if b.record else "")
+
+    listed = set()
+    for r in rounds:
+        table.add_row(str(r["round"]), *cells(r, None), r["mask_sha256"][:12])
+        for b in branches:
+            if b.of_round == r["round"]:
+                branch_row(b)
+                listed.add(b.name)
+    for b in branches:  # branches of rounds not shown (or unreadable ones)
+        if b.name not in listed:
+            branch_row(b, f"{'?' if b.of_round is None else b.of_round} ")
+    return table
+
+
+def _branch_header(branch: dict[str, Any], path: str) -> str:
+    return (f"[bold]branch {branch.get('name')}[/] ({path}) of round {branch.get('of_round')}: masks "
+            f"{branch.get('masks')}, start {_start_text(branch)}, {branch.get('steps')} steps, seed "
+            f"{branch.get('seed')}" + (f", init seed {branch['init_seed']}" if branch.get("init_seed") is not None
+                                       else ""))
 
 
 @click.command("inspect")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--branch", "branch_name", default=None, metavar="NAME",
+              help="Show this branch of RUN (its name or a unique prefix; `inspect RUN` lists them).")
 @click.option("--groups", "show_groups", is_flag=True, help="Also show per-group sparsity of the last round.")
 @json_option
-def command(run: str, show_groups: bool, as_json: bool) -> None:
+def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool) -> None:
     """Show a run's config and its rounds: sparsity, kept weights, loss, mask digest.
 
-    The module groups (what the incremental schedule counts j over) are listed with --groups.
+    Branches (``ticketforge branch``) are listed under the round they branch from, with their
+    masks, start, steps, final loss, stored scores, or progress while unfinished. A branch folder
+    may be given as RUN, or by name with --branch. The module groups (what the incremental schedule
+    counts j over) are listed with --groups.
     """
-    doc = inspect_run(run)
+    info = resolve_branch(run, branch_name) if branch_name is not None else None
+    if info is not None and info.error:
+        from ..errors import UsageError
+        raise UsageError(f"branch {info.name} of {run} cannot be read: {info.error}")
+    doc = inspect_run(str(info.path) if info else run)
+    if info is not None:
+        doc["parent_run"] = run
     if as_json:
         echo_json(doc)
         return
     console = Console()
     cfg = doc["config"]
+    if "branch" in doc:
+        console.print(_branch_header(doc["branch"], doc["run"]))
     console.print(f"[bold]{doc['run']}[/]: {cfg['model']} ({cfg.get('preset')}), dataset {cfg['dataset']}, "
                   f"schedule {cfg['schedule']} (p={cfg['p']}, q={cfg['q']}), scorer {cfg['scorer']}, "
                   f"rewind {cfg['rewind']}, baseline {cfg['baseline']}, seed {cfg['seed']}")
-    console.print(rounds_table(doc["rounds"]))
+    if info is not None:
+        parent = RunStore(run)
+        k = info.of_round
+        rounds = [parent.round_record(k)] if k is not None and k in parent.finished_rounds() else []
+        console.print(rounds_and_branches_table(rounds, [info], title=f"round {k} and this branch"))
+    elif doc["branches"]:
+        branches = list_branches(run)
+        console.print(rounds_and_branches_table(doc["rounds"], branches))
+        if any(not b.finished for b in branches):
+            console.print("[dim]unfinished branches resume when their `ticketforge branch` command is given again[/]")
+    else:
+        console.print(rounds_table(doc["rounds"]))
     if show_groups and doc["rounds"]:
         last = doc["rounds"][-1]
         table = Table(title=f"groups (round {last['round']})", title_justify="left")

@@ -3,6 +3,9 @@
 Writes ``DIR/report.md`` (a per-round table: sparsity, parameters, theoretical MACs, stored scores),
 ``DIR/report.json`` (the same data), ``score-<evaluator>.png`` (score vs sparsity, one line per run),
 ``cka.png`` (weight CKA per module) and a copy of each round's ``samples.png`` where the run has one.
+A run with branches (``ticketforge branch``) also gets a table of them and, per run,
+``<i>-<run>-branches-<metric>.png``: the ticket's rounds against its branches at each sparsity, for the
+final training loss and each stored score.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .eval_cmd import headline
 from .flops_cmd import human_macs
 
 
-def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def stored_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Evaluator name -> its headline score and how it was made, from a round's stored metrics."""
     out = {}
     for name, value in metrics.items():
@@ -49,7 +52,8 @@ def summarize_run(run: str, *, flops: bool = True, device: str = "cpu") -> dict[
         metrics = record.get("metrics", {})
         row: dict[str, Any] = {"round": k, "sparsity": record["sparsity"],
                                "nonzero_params": metrics.get("nonzero_params"),
-                               "total_params": metrics.get("total_params"), "scores": _scores(metrics)}
+                               "total_params": metrics.get("total_params"), "loss": metrics.get("loss"),
+                               "scores": stored_scores(metrics)}
         if flops:
             loaded = load_round(run, k, ema=False, device=device)
             if count is None:
@@ -59,7 +63,34 @@ def summarize_run(run: str, *, flops: bool = True, device: str = "cpu") -> dict[
         samples = store.path / round_dir(k) / "samples.png"
         row["samples"] = str(samples) if samples.is_file() else None
         rows.append(row)
-    return {"run": str(run), "config": config, "rounds": rows}
+    return {"run": str(run), "config": config, "rounds": rows, "branches": summarize_branches(run, rows, count,
+                                                                                              device=device)}
+
+
+def summarize_branches(run: str, rounds: list[dict[str, Any]], count: Any = None, *,
+                       device: str = "cpu") -> list[dict[str, Any]]:
+    """One row per branch of ``run``: what it is, its sparsity, final loss and stored scores (MACs with ``count``)."""
+    from ..api import load_round
+    from ..branches import list_branches
+    from ..metrics.flops import flops_report
+
+    sparsity_of_round = {r["round"]: r["sparsity"] for r in rounds}
+    rows = []
+    for b in list_branches(run):
+        metrics = b.record.get("metrics", {}) if b.record else {}
+        row: dict[str, Any] = {
+            "name": b.name, "kind": b.kind, "of_round": b.of_round, "masks": b.branch.get("masks"),
+            "start": b.branch.get("start"), "rewind_fraction": b.branch.get("rewind_fraction"),
+            "steps": b.steps, "finished": b.finished, "status": b.status,
+            "round_sparsity": sparsity_of_round.get(b.of_round) if b.of_round is not None else None,
+            "sparsity": b.record["sparsity"] if b.record else None, "loss": metrics.get("loss"),
+            "nonzero_params": metrics.get("nonzero_params"), "scores": stored_scores(metrics)}
+        if count is not None and b.finished:
+            loaded = load_round(b.path, 0, ema=False, device=device)
+            doc = flops_report(loaded.network, (), count=count)
+            row.update(dense_macs=doc["dense_macs"], sparse_macs=doc["sparse_macs"])
+        rows.append(row)
+    return rows
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -100,6 +131,71 @@ def plot_scores(summaries: list[dict[str, Any]], name: str, path: Path) -> None:
     plt.close(fig)
 
 
+def branch_table(summary: dict[str, Any], evaluators: list[str]) -> list[str]:
+    """Markdown rows: each branch next to the round it branches from (final loss and stored scores of both)."""
+    by_round = {r["round"]: r for r in summary["rounds"]}
+    head = ["round", "round sparsity", "branch", "masks", "start", "steps", "sparsity", "final loss", "round's loss"]
+    for name in evaluators:
+        head += [name, f"round's {name}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in summary["branches"]:
+        parent = by_round.get(b["of_round"], {})
+        start = str(b["start"]) + (f" @ {b['rewind_fraction']:g}" if b["rewind_fraction"] is not None else "")
+        cells = [str(b["of_round"]), _fmt(100 * b["round_sparsity"], ".2f") + "%" if b["round_sparsity"] is not None
+                 else "", f"`{b['name']}`", str(b["masks"]), start, _fmt(b["steps"], "d")]
+        if not b["finished"]:
+            cells += [b["status"], "", _fmt(parent.get("loss"), ".4f")] + ["", ""] * len(evaluators)
+        else:
+            cells += [f"{100 * b['sparsity']:.2f}%", _fmt(b["loss"], ".4f"), _fmt(parent.get("loss"), ".4f")]
+            for name in evaluators:
+                mine, theirs = b["scores"].get(name), parent.get("scores", {}).get(name)
+                cells += [f"{mine['key']} {mine['value']:.3f} (n={mine['n_samples']})" if mine else "",
+                          f"{theirs['value']:.3f}" if theirs else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def branch_series(summary: dict[str, Any], metric: str) -> dict[str, list[tuple[float, float]]]:
+    """(sparsity %, value) per line of the branch plot: ``ticket (rounds)``, then one per branch kind.
+
+    ``metric`` is ``loss`` (final training loss) or an evaluator name (its headline score). A branch
+    sits at the sparsity of the round it branches from, so a dense (``none``) control is drawn next
+    to the ticket it is a same-budget reference for.
+    """
+    def value(row: dict[str, Any]) -> float | None:
+        if metric == "loss":
+            return row.get("loss")
+        score = row.get("scores", {}).get(metric)
+        return score["value"] if score else None
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    ticket = [(100 * r["sparsity"], value(r)) for r in summary["rounds"] if value(r) is not None]
+    if ticket:
+        series["ticket (rounds)"] = sorted(ticket)
+    for b in summary["branches"]:
+        v = value(b) if b["finished"] else None
+        if v is not None and b["round_sparsity"] is not None:
+            series.setdefault(b["kind"], []).append((100 * b["round_sparsity"], v))
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def plot_branches(series: dict[str, list[tuple[float, float]]], ylabel: str, path: Path, title: str) -> None:
+    """The ticket's rounds as a line, each branch kind as markers (joined when it has several)."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    markers = iter("sD^vP*Xo<>" * 4)
+    for label, points in series.items():
+        if label == "ticket (rounds)":
+            ax.plot(*zip(*points), marker="o", color="black", linewidth=2, label=label)
+        else:
+            ax.plot(*zip(*points), marker=next(markers), linestyle="--", linewidth=1, label=label)
+    ax.set(xlabel="sparsity of the ticket's round (%)", ylabel=ylabel, title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def cka_series(summaries: list[dict[str, Any]], device: str) -> dict[str, list[dict[str, Any]]]:
     """Weight CKA per module: last round vs round 0 for one run; else run 1's last vs each other's."""
     from ..api import load_round
@@ -127,7 +223,7 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
     require_matplotlib()
     out.mkdir(parents=True, exist_ok=True)
     summaries = [summarize_run(run, flops=flops, device=device) for run in runs]
-    evaluators = sorted({name for s in summaries for r in s["rounds"] for name in r["scores"]})
+    evaluators = sorted({name for s in summaries for r in [*s["rounds"], *s["branches"]] for name in r["scores"]})
     md = ["# ticketforge report", ""]
     for i, s in enumerate(summaries):
         cfg, name = s["config"], Path(s["run"]).name
@@ -136,6 +232,27 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
                f"schedule {cfg.get('schedule')} (p={cfg.get('p')}, q={cfg.get('q')}), scorer {cfg.get('scorer')}, "
                f"rewind {cfg.get('rewind')}, baseline {cfg.get('baseline')}, seed {cfg.get('seed')}", ""]
         md += markdown_table(s, evaluators) + [""]
+        if s["branches"]:
+            md += [f"### Branches of {name}", "", "Each branch retrains the masks of its round (ticket), random "
+                   "positions with the same per-tensor counts (random) or no masks (none) from the start shown, "
+                   "for the steps shown; 'round's' columns are the ticket's own values.", ""]
+            md += branch_table(s, evaluators) + [""]
+            plots = {}
+            for metric in ["loss", *evaluators]:
+                series = branch_series(s, metric)
+                if not any(label != "ticket (rounds)" for label in series):
+                    continue
+                ylabel = "final training loss" if metric == "loss" else next(
+                    r["scores"][metric]["key"] for r in [*s["rounds"], *s["branches"]] if metric in r["scores"])
+                target = f"{i}-{name}-branches-{metric}.png"
+                plot_branches(series, ylabel, out / target, f"{name}: ticket vs branches ({ylabel})")
+                plots[target] = series
+                md += [f"![{ylabel}: ticket vs branches]({target})", ""]
+            if len(plots) > 1:
+                md += ["A branch's score compares with its round's only at equal featurizer, sample count, sampler "
+                       "and steps (the table gives n); score them together with `ticketforge eval RUN --all "
+                       "--branches`.", ""]
+            s["branch_plots"] = plots
         for r in s["rounds"]:
             if r["samples"]:
                 target = f"{i}-{name}-round-{r['round']:04d}-samples.png"

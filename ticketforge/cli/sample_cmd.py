@@ -1,4 +1,4 @@
-"""``ticketforge sample``: images from a round's network."""
+"""``ticketforge sample``: images from a round's (or a branch's) network."""
 
 from __future__ import annotations
 
@@ -7,27 +7,32 @@ import torch
 from torchvision.utils import save_image
 
 from ..api import load_round
+from ..branches import describe, resolve_source
 from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
-from .options import sampling_options, parse_key_values, round_option
+from .options import branch_option, sampling_options, parse_key_values, round_option
 
 
 @click.command("sample")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @round_option
+@branch_option
 @click.option("--n", type=int, default=64, show_default=True, help="Number of images.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Extra sampler option, repeatable (eta=0).")
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
-def command(run: str, round_: int | None, n: int, sampler: str, steps: int, options: tuple[str, ...], seed: int,
-            no_ema: bool, device: str, precision: str, compile_: bool, out: str) -> None:
-    """Sample a grid of images from a round's ticket (EMA weights by default)."""
+def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
+            options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str, compile_: bool,
+            out: str) -> None:
+    """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
+    source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
-    loaded = load_round(run, round_, ema=not no_ema, device=str(dev))
+    loaded = load_round(source, round_, ema=not no_ema, device=str(dev))
     network, _ = sampling_network(loaded.network, precision, compile_, dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
         images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
                                     **parse_key_values(options, "--option"))
     save_image(images.float().cpu(), out, nrow=max(1, int(n ** 0.5)))
-    click.echo(f"wrote {n} samples of round {loaded.round} ({100 * loaded.record['sparsity']:.2f}% sparse) to {out}")
+    click.echo(f"wrote {n} samples of {describe(source, loaded.round)} "
+               f"({100 * loaded.record['sparsity']:.2f}% sparse) to {out}")

@@ -48,6 +48,25 @@ class _LazyData:
         return self._key or self.get().key
 
 
+class _Reuse:
+    """What an evaluator keeps between its calls in one process, where ``eval --all --branches`` scores
+    many networks: the dataset read (and hashed) once, each featurizer loaded once."""
+
+    def __init__(self) -> None:
+        self._data: _LazyData | None = None
+        self._loaded: dict[tuple[Any, ...], Any] = {}
+
+    def data(self, dataset: Any, key: str | None) -> _LazyData:
+        if self._data is None or self._data.dataset is not dataset or self._data._key != key:
+            self._data = _LazyData(dataset, key)
+        return self._data
+
+    def load(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._loaded:
+            self._loaded[key] = make()
+        return self._loaded[key]
+
+
 def _cached_npz(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not path.exists():
         buffer = io.BytesIO()
@@ -97,6 +116,7 @@ class FrechetEvaluator:
                                        batch_size=train_batch_size, seed=seed).resolved()
         self.reference_samples, self.kid_subsets, self.kid_subset_size = reference_samples, kid_subsets, kid_subset_size
         self.batch_size, self.cache_dir, self.dataset_key = batch_size, cache_dir, dataset_key
+        self._reuse = _Reuse()
 
     def evaluate(self, spec: Any, network: nn.Module, *, dataset: Any, n_samples: int,
                  generator: torch.Generator, device: torch.device | str = "cpu", sampler: str | None = None,
@@ -105,10 +125,11 @@ class FrechetEvaluator:
 
         ``sampler``, ``steps`` and any other ``options`` go to ``spec.sample``.
         """
-        data = _LazyData(dataset, self.dataset_key)
+        data = self._reuse.data(dataset, self.dataset_key)
         ctx = distributed.current()
         with ctx.main_first():  # under torchrun rank 0 trains the featurizer and caches the reference
-            feat = load_or_train(data.key, data.get, self.config, device=device, cache_dir=self.cache_dir)
+            feat = self._reuse.load((data.key, str(device)), lambda: load_or_train(
+                data.key, data.get, self.config, device=device, cache_dir=self.cache_dir))
             arch = self.config.arch
             ref_path = (cache_root(self.cache_dir) / "reference" / data.key
                         / f"{arch}-{feat.sha256[:16]}-n{self.reference_samples}.npz")
@@ -143,16 +164,17 @@ class FIDEvaluator:
         self.inception_weights, self.dims, self.reference_samples = inception_weights, dims, reference_samples
         self.reference_stats, self.batch_size = reference_stats, batch_size
         self.cache_dir, self.dataset_key = cache_dir, dataset_key
+        self._reuse = _Reuse()
 
     def evaluate(self, spec: Any, network: nn.Module, *, dataset: Any, n_samples: int,
                  generator: torch.Generator, device: torch.device | str = "cpu", sampler: str | None = None,
                  steps: int | None = None, **options: Any) -> dict[str, Any]:
         """Sample ``n_samples`` images and compute their FID against the dataset (or ``reference_stats``)."""
         path = weights_path(options.pop("inception_weights", None) or self.inception_weights)
-        sha = sha256_file(path)
-        model = load_inception(path, self.dims).to(device)
+        sha, model = self._reuse.load((str(path), path.stat().st_mtime_ns, self.dims, str(device)), lambda: (
+            sha256_file(path), load_inception(path, self.dims).to(device)))
         featurize = lambda x: inception_features(model, x)  # noqa: E731
-        data = _LazyData(dataset, self.dataset_key)
+        data = self._reuse.data(dataset, self.dataset_key)
         ctx = distributed.current()
         if self.reference_stats:
             with np.load(self.reference_stats) as npz:
