@@ -31,9 +31,11 @@ from ..registry import Registry, get_registry
 from ..store import RunStore
 from ..store.run_store import round_dir
 from . import distributed
-from .config import RunConfig, config_differences
+from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
+from .settings import component_settings
+from .ticket_run import ticket_masks
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .train import RoundSetup, make_optimizer, train_round
 
@@ -111,23 +113,28 @@ def set_matmul_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _component_name(obj: Any) -> str:
+def _component_name(obj: Any, kind: str = "component") -> str:
     """A config value for a component: its registered name, or its class and settings for an object.
 
-    The settings go into the run's hash, so two differently configured objects of one class never
-    share a run folder.
+    The settings (``settings()``, else the public attributes; see settings.py) go into the run's hash,
+    so two differently configured objects of one class never share a run folder; an object whose
+    settings cannot be written down is refused.
     """
     if isinstance(obj, str):
         return obj
     name = f"python:{type(obj).__module__}.{type(obj).__qualname__}"
-    settings = {k: v for k, v in sorted(getattr(obj, "__dict__", {}).items())
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
-    return name + (json.dumps(settings, separators=(",", ":")) if settings else "")
+    settings = component_settings(obj, kind)
+    return name + (json.dumps(settings, separators=(",", ":"), sort_keys=True) if settings else "")
 
 
 def _slug(name: str) -> str:
     """A folder-safe short form of a component name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split("{")[0].removeprefix("python:").rsplit(".", 1)[-1])
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """``runs_root/<model>-<schedule>-<hash of the identity>``: where a run without ``out`` lives."""
+    return Path(config.runs_root) / f"{_slug(config.model)}-{_slug(config.schedule)}-{config.digest()}"
 
 
 class Engine:
@@ -150,9 +157,10 @@ class Engine:
             raise ConfigError(f"unknown run option {unknown[0]!r}")
         for key, obj in (("model", model), ("schedule", schedule), ("scorer", scorer)):
             if obj is not None:
-                overrides[key] = _component_name(obj)
+                overrides[key] = _component_name(obj, key)
         self.config = dataclasses.replace(config, **overrides)
         self.config.check()
+        self._asked = self.config  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
         self._objects = {"model": model, "schedule": schedule, "scorer": scorer}
@@ -167,8 +175,7 @@ class Engine:
         self.dist.check_batch_size(self.config.batch_size)
         self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
-        self.run_dir = Path(self.config.out) if self.config.out else \
-            Path(self.config.runs_root) / f"{_slug(self.config.model)}-{_slug(self.config.schedule)}-{self.config.digest()}"
+        self.run_dir = Path(self.config.out) if self.config.out else default_run_dir(self.config)
         self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
         self.capture = self._resolve_capture()
         self.compile_options = compile_options(self.device, self.capture)
@@ -236,6 +243,9 @@ class Engine:
             if diff:
                 raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(diff[:3])}): "
                                   f"use another --out, or --fresh to overwrite it")
+            extent = {k: resolved[k] for k in EXTENT_FIELDS}
+            if any(stored.get(k) != v for k, v in extent.items()):
+                store.write_config({**stored, **extent})  # the run goes further (or less far) this time
         else:
             store.write_config(resolved)
         network.to(self.device)
@@ -291,15 +301,20 @@ class Engine:
         prev_masks = self.store.read_tensors(f"{prev}/masks.safetensors") if k > 1 else None
         old = [prev_masks[t.name].bool() for t in targets] if prev_masks else \
             [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+        if self.config.baseline == "random-prune":  # the ticket's round-k counts, random positions inside `old`
+            reference = self.dist.on_main(lambda: ticket_masks(k, self.config, self._asked, self.spec.config,
+                                                               targets, default_run_dir))
+            rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
+            new = prune_tensorwise_like(group_tensors(targets, reference), group_tensors(targets, old), rand_gen)
+            masks = [m.bool().cpu() for m in flatten(new)]
+            self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
+            return masks
         apply_masks(targets, old)
         load_plain_state_dict(network, self.store.read_tensors(f"{prev}/weights.safetensors"), source=f"{prev}/weights")
         gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "score", k))
         ctx = _Context(network, gen, lambda: self.spec.loss(network, batches.batch(k - 1, 0), gen))
         scores = self.scorer.score(targets, ctx)
         new = self.schedule.prune(group_tensors(targets, scores), group_tensors(targets, [m.to(self.device) for m in old]))
-        if self.config.baseline == "random-prune":
-            rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
-            new = prune_tensorwise_like(new, group_tensors(targets, old), rand_gen)
         masks = [m.bool().cpu() for m in flatten(new)]
         self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
         return masks
