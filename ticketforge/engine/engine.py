@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, TicketforgeError
+from ..errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
 from ..protocols import ModelSpec, ModuleGroup, PruneTarget
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
@@ -230,8 +230,25 @@ class Engine:
             raise ConfigError(f"model {cfg.model!r} has no prunable modules")
         self.schedule.validate([g.name for g in groups])  # before any training
         set_matmul_precision(self.precision)
-        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the folder first
-            return self._run_locked(network, groups)
+        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the run once locked
+            try:
+                return self._run_locked(network, groups)
+            except TrainingDiverged as exc:
+                raise self._diverged(exc) from None
+
+    def _diverged(self, exc: TrainingDiverged) -> TrainingDiverged:
+        """The divergence with advice that works: the learning rate is part of the run's identity, so a
+        lower one is a new run (a new folder by its hash; under --out another folder, or --fresh)."""
+        detail = getattr(exc, "detail", None)
+        if detail is None:
+            return exc
+        lower = f"--lr {self.config.lr / 2:g}" if self.config.lr else "a lower --lr"
+        if self.config.out:
+            advice = (f"to train with a lower learning rate, give the same command with {lower} and another "
+                      f"--out (or with --fresh to discard this run)")
+        else:
+            advice = f"to train with a lower learning rate, give the same command with {lower} (a new run folder)"
+        return TrainingDiverged(f"{detail}; {advice}")
 
     def _run_locked(self, network: nn.Module, groups: list[ModuleGroup]) -> list[dict[str, Any]]:
         cfg, store = self.config, self.store
