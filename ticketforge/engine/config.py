@@ -135,7 +135,7 @@ class RunConfig:
         Only fields whose value differs from the field's default count, so that a field added later
         (with a default that keeps the old behaviour) never renames an existing run's folder.
         Runtime and extent fields never count; ``data_root`` counts in its normal form."""
-        return identity_of(dataclasses.asdict(self))
+        return identity_of(dataclasses.asdict(self), type(self))
 
     def digest(self) -> str:
         """Short sha256 of :meth:`identity`: the run directory's name."""
@@ -143,9 +143,9 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _field_defaults() -> dict[str, Any]:
+def _field_defaults(cls: type = RunConfig) -> dict[str, Any]:
     return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            for f in fields(RunConfig)}
+            for f in fields(cls)}
 
 
 def _normal(key: str, value: Any) -> Any:
@@ -155,12 +155,12 @@ def _normal(key: str, value: Any) -> Any:
     return value
 
 
-def identity_of(config: dict[str, Any]) -> dict[str, Any]:
+def identity_of(config: dict[str, Any], cls: type = RunConfig) -> dict[str, Any]:
     """The identity of a config given as a dict (a stored ``config.json`` or ``asdict(RunConfig)``).
 
     Keys that are not config fields (``model_config``) count as they are; a field missing from
     ``config`` has its default, so it does not count."""
-    defaults = _field_defaults()
+    defaults = _field_defaults(cls)
     out = {}
     for key, value in config.items():
         if key in RUNTIME_FIELDS or key in EXTENT_FIELDS:
