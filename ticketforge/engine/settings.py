@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import functools
 import hashlib
+import io
 import numbers
 import types
 from pathlib import PurePath
@@ -91,7 +92,7 @@ def _encode(value: Any, where: str, seen: frozenset[int], depth: int) -> Any:
                            for f in dataclasses.fields(value)}}
     has_settings = callable(getattr(value, "settings", None))
     if not has_settings and (isinstance(value, (nn.Module, types.FunctionType, types.MethodType,
-                                                types.BuiltinFunctionType, functools.partial))
+                                                types.BuiltinFunctionType, functools.partial, io.IOBase))
                              or not hasattr(value, "__dict__")):
         raise _Unnameable(where, value)
     return {"class": _class_name(value), "settings": _own_settings(value, where, seen, depth)}

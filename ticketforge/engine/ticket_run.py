@@ -21,7 +21,7 @@ from ..errors import CheckpointError, ConfigError, UsageError
 from ..protocols import PruneTarget
 from ..store import RunStore
 from ..store.run_store import round_dir
-from .config import EXTENT_FIELDS, RUNTIME_FIELDS, RunConfig, config_differences
+from .config import RUNTIME_FIELDS, RunConfig, config_differences
 
 
 def ticket_config(config: RunConfig) -> RunConfig:
@@ -72,7 +72,7 @@ def ticket_masks(k: int, config: RunConfig, asked: RunConfig, model_config: dict
                          f"ticket run {folder} {state}: make it first with `{command}` "
                          f"(or give its folder with --ticket-run), then give this command again")
     ticket = {**dataclasses.asdict(ticket_config(config)), "model_config": model_config}
-    diff = [d for d in config_differences(store.read_config(), ticket) if d.split(":")[0] not in EXTENT_FIELDS]
+    diff = config_differences(store.read_config(), ticket)  # extent aside: the ticket may go further
     if diff:
         raise ConfigError(f"ticket run {folder} has another config than this run's ticket ({'; '.join(diff[:3])}): "
                           f"give --ticket-run the folder of this config's run with --baseline none")
