@@ -34,9 +34,9 @@ from . import distributed
 from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
+from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .settings import component_settings
 from .ticket_run import ticket_masks
-from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .train import RoundSetup, make_optimizer, train_round
 
 CHECKPOINT = "checkpoint.pt"

@@ -9,6 +9,7 @@ of hundreds (see :mod:`ticketforge.engine.step_graph`).
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -152,8 +153,8 @@ def train_round(
                 first_bad = int(bad_any)
                 if first_bad >= 0:
                     loss_at, step_at = last_finite.tolist()
-                    before = f"last finite loss {loss_at:.4g} at step {int(step_at)}" if step_at == step_at \
-                        else "no step of this attempt had a finite loss"
+                    before = "no step of this attempt had a finite loss" if math.isnan(step_at) \
+                        else f"last finite loss {loss_at:.4g} at step {int(step_at)}"
                     detail = (f"loss became non-finite at round {setup.round_index}, step {first_bad} ({before}); "
                               f"the last good checkpoint is kept")
                     diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
