@@ -10,8 +10,9 @@ ratio per group, and the engine does the rest (validation, pooling per group, ma
     python examples/custom_schedule.py --rounds 5 --p 30 --edge-factor 0.25
 
 No plugin or entry point is needed for a schedule you only use from Python: hand the object to
-``Engine``. The run folder and its rounds are the same as for a named schedule (``ticketforge
-inspect <run folder> --groups`` shows the per-group sparsities).
+``Engine``. Its settings name the run folder with the rest of the config, and the folder and its
+rounds are the same as for a named schedule (``ticketforge inspect <run folder> --groups`` shows the
+per-group sparsities).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None, registry: Any = None) -> list[dict[str, 
     """Run the example; ``registry`` replaces the installed plugins (tests pass one with a toy model)."""
     args = parse_args(argv)
     schedule = GentleEdges(args.p / 100.0, args.edge_factor)
-    # p and q of the config are not read by a schedule object, but they are part of the run's identity:
-    # record the parameters there so that two different GentleEdges runs get different run folders.
-    config = RunConfig(model=args.model, preset=args.preset, p=args.p, q=args.edge_factor, rounds=args.rounds,
+    # The object's constructor settings (p, edge_factor: its public attributes) are part of the run's
+    # identity, so GentleEdges(0.3, 0.5) and GentleEdges(0.2, 0.5) get different run folders by themselves.
+    config = RunConfig(model=args.model, preset=args.preset, rounds=args.rounds,
                        steps_per_round=args.steps_per_round, device=args.device, out=args.out)
     engine = Engine(config, schedule=schedule, registry=registry)
     rounds = engine.run()

@@ -1,6 +1,9 @@
 """Run a toy engine in a subprocess, optionally SIGKILLing itself at a chosen moment (resume tests).
 
-Usage: python run_toy.py OUT [--kill-at-step N | --kill-in-write NAME]
+Usage: python run_toy.py OUT [--kill-at-step R:S | --kill-in-write NAME] [--pause-at R:S CONTROL] [--rounds N]
+
+``--pause-at R:S CONTROL`` holds the run (and its lock) at round R, step S: it writes CONTROL/ready
+and waits until CONTROL/go exists (a second process can then try the same folder).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,6 +31,19 @@ class KillAtStep:
     def ticketforge_train_step(self, run, round_index, step, metrics):
         if (round_index, step) == (self.round_index, self.step):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PauseAtStep:
+    def __init__(self, round_index: int, step: int, control: Path):
+        self.round_index, self.step, self.control = round_index, step, control
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == (self.round_index, self.step):
+            (self.control / "ready").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 300
+            while not (self.control / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 def kill_during_write(name: str) -> None:
@@ -49,7 +66,12 @@ def main(argv: list[str]) -> None:
         registry.pm.register(KillAtStep(round_index, step))
     if "--kill-in-write" in argv:
         kill_during_write(argv[argv.index("--kill-in-write") + 1])
-    config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
+    if "--pause-at" in argv:
+        at = argv.index("--pause-at")
+        round_index, step = map(int, argv[at + 1].split(":"))
+        registry.pm.register(PauseAtStep(round_index, step, Path(argv[at + 2])))
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 2
+    config = RunConfig(model="toy", schedule="uniform", rounds=rounds, steps_per_round=20, device="cpu", out=out,
                        log_every=5, checkpoint_every=5, artifacts=False)
     Engine(config, registry=registry).run()
 

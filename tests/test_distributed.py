@@ -16,6 +16,7 @@ from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.distributed import Distributed
 from ticketforge.errors import ConfigError
+from ticketforge.store.atomic import TEMP_SUFFIX
 from ticketforge.store import RunStore, sha256_file
 from ticketforge.testing import launch_ranks
 
@@ -70,7 +71,7 @@ def test_two_ranks_train_the_same_ticket_and_one_writes_the_run(two_ranks, toy_c
     assert logs[0]["loss"] == pytest.approx(single_logs[0]["loss"], rel=0.1)
     # one writer: every log line once, no temp file, a manifest that matches the files
     assert [(x["round"], x["step"]) for x in logs] == [(x["round"], x["step"]) for x in single_logs]
-    assert not list(run.rglob("*.tmp"))
+    assert not [p for p in run.rglob("*") if p.name.endswith((".tmp", TEMP_SUFFIX))]
     manifest = json.loads((run / "manifest.json").read_text())["files"]
     assert all(sha256_file(run / rel) == digest for rel, digest in manifest.items())
     assert "checkpoint.pt" not in manifest

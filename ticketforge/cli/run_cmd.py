@@ -45,6 +45,9 @@ from .options import parse_fractions, parse_key_values
               help="Iterative sanity baseline, a pruning trajectory of its own: random-reinit (rewinds every "
                    "round to a second init) or random-prune (random positions at the ticket's per-tensor "
                    "counts). The canonical controls of one ticket are `ticketforge branch`. [default: none]")
+@click.option("--ticket-run", default=None,
+              help="random-prune: the run folder of its ticket (the same config with --baseline none), whose "
+                   "per-tensor counts each round copies. [default: the folder that config's hash names]")
 @click.option("--seed", type=int, default=None, help="Seed of init, data order, noise and random choices. [default: 0]")
 @click.option("--init-seed", type=int, default=None,
               help="Seed of the initial weights alone, so that two runs share theta_0 but not their data order "
@@ -68,7 +71,9 @@ from .options import parse_fractions, parse_key_values
 @click.option("--nproc", type=int, default=None,
               help="Train each round on N processes (GPUs) of this machine: re-executes this command under "
                    "torchrun --standalone --nproc-per-node N. The batch size stays the global batch. [default: 1]")
-@click.option("--fresh", is_flag=True, help="Delete the run folder and start over instead of resuming.")
+@click.option("--fresh", is_flag=True,
+              help="Delete the run's files and start over instead of resuming (only a ticketforge run's files, "
+                   "and only when no other process holds the run).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool, quiet: bool,
             compile_: bool | None, nproc: int | None, **flags: object) -> None:

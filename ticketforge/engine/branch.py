@@ -37,7 +37,7 @@ from ..pruning.state import plain_state_dict
 from ..registry import Registry
 from ..store import RunStore
 from ..store.run_store import round_dir
-from .config import NON_IDENTITY_FIELDS, RunConfig
+from .config import EXTENT_FIELDS, NON_IDENTITY_FIELDS, RunConfig
 from .data import hash_seed
 from .groups import flatten, group_tensors, mask_digest, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
@@ -47,7 +47,7 @@ START_MODES = ("tau", "init", "reinit", "trained:J")
 BRANCHES = "branches"
 
 # How far a run goes is not what it is: extending a run must not rename its branches.
-_NOT_PARENT_IDENTITY = NON_IDENTITY_FIELDS | {"rounds", "target_sparsity"}
+_NOT_PARENT_IDENTITY = NON_IDENTITY_FIELDS | EXTENT_FIELDS
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,15 +27,18 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # number of GPUs: the global batch and its data are the same, only float reduction order and the
 # per-rank noise streams differ.
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
-                            "world_size", "cuda_graphs"})
+                            "world_size", "cuda_graphs", "ticket_run"})
 
 # Fields that say what a run records along the way, not what it computes: not part of its identity
 # either (asking for more rewind points never renames or invalidates a run).
 RECORDING_FIELDS = frozenset({"keep_rewind_points"})
 NON_IDENTITY_FIELDS = RUNTIME_FIELDS | RECORDING_FIELDS
 
-# Identity fields added after the first release, left out of a run's hash while unset.
-LATER_FIELDS = frozenset({"init_seed"})
+
+# Fields that say how far a run goes, not what it is: a finished run given more rounds (or a higher
+# target sparsity) continues where it stopped, in the same folder, with the masks an uninterrupted
+# run gets (round k depends on rounds 0..k-1 only).
+EXTENT_FIELDS = frozenset({"rounds", "target_sparsity"})
 
 
 @dataclass
@@ -76,6 +80,7 @@ class RunConfig:
     checkpoint_every: int = 500
     artifacts: bool = True
     world_size: int = 1  # set by the engine from torchrun's WORLD_SIZE; recorded, not chosen
+    ticket_run: str | None = None  # random-prune: the ticket's run folder; None: where baseline "none" puts it
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":
@@ -139,10 +144,10 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define what the run computes (what its hash is made of).
 
-        Fields added after the first release count only once set, so that existing run folders keep
-        their names."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in NON_IDENTITY_FIELDS and not (k in LATER_FIELDS and v is None)}
+        Only fields whose value differs from the field's default count, so that a field added later
+        (with a default that keeps the old behaviour) never renames an existing run's folder.
+        Runtime and extent fields never count; ``data_root`` counts in its normal form."""
+        return identity_of(dataclasses.asdict(self), type(self))
 
     def digest(self) -> str:
         """Short sha256 of :meth:`identity`: the run directory's name."""
@@ -150,7 +155,41 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def _field_defaults(cls: type = RunConfig) -> dict[str, Any]:
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in fields(cls)}
+
+
+def _normal(key: str, value: Any) -> Any:
+    """The form a value takes in a run's identity: ``data_root`` as a normal path (``./data/`` is ``data``)."""
+    if key == "data_root" and isinstance(value, str) and value:
+        return os.path.normpath(value)
+    return value
+
+
+def identity_of(config: dict[str, Any], cls: type = RunConfig) -> dict[str, Any]:
+    """The identity of a config given as a dict (a stored ``config.json`` or ``asdict(RunConfig)``).
+
+    Keys that are not config fields (``model_config``) count as they are; a field missing from
+    ``config`` has its default, so it does not count."""
+    defaults = _field_defaults(cls)
+    out = {}
+    for key, value in config.items():
+        if key in NON_IDENTITY_FIELDS or key in EXTENT_FIELDS:
+            continue
+        value = _normal(key, value)
+        if key in defaults and value == _normal(key, defaults[key]):
+            continue
+        out[key] = value
+    return out
+
+
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable ``key: stored -> current`` lines for the identity fields that differ."""
-    keys = sorted((set(stored) | set(current)) - NON_IDENTITY_FIELDS)
-    return [f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k)]
+    """Human-readable ``key: stored -> current`` lines for the identity fields that differ.
+
+    Consistent with :meth:`RunConfig.identity`: runtime and extent fields are no differences, and a
+    key missing on one side equals the field's default."""
+    a, b = identity_of(stored), identity_of(current)
+    defaults = _field_defaults()
+    return [f"{k}: {a.get(k, defaults.get(k))!r} -> {b.get(k, defaults.get(k))!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k))]

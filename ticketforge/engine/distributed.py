@@ -27,7 +27,6 @@ import atexit
 import inspect
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, TicketforgeError, UsageError
 from ..store import RunLock, RunStore
+from ..store.claim import check_run_folder, clear_run
 from .data import BatchSource, hash_seed
 
 T = TypeVar("T")
@@ -207,13 +207,22 @@ class Distributed:
 
     @contextmanager
     def run_lock(self, run_dir: Path, fresh: bool = False) -> Iterator[None]:
-        """Rank 0 clears the folder (``fresh``) and holds the run's lock; its failure stops every rank."""
+        """Rank 0 takes the run's lock, then clears the run (``fresh``); its failure stops every rank.
+
+        The folder is checked first (a run starts only in an empty folder or a run's own, see
+        store/claim.py), and --fresh deletes only once the lock is held: a run that another process
+        writes is refused like any second writer, with nothing deleted."""
         lock = RunLock(run_dir)
 
         def take() -> None:
-            if fresh and Path(run_dir).exists():
-                shutil.rmtree(run_dir)
+            check_run_folder(run_dir, fresh)
             lock.acquire()
+            if fresh:
+                try:
+                    clear_run(run_dir)
+                except BaseException:
+                    lock.release()
+                    raise
 
         self.on_main(take)
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, TicketforgeError
+from ..errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
 from ..protocols import ModelSpec, ModuleGroup, PruneTarget
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
@@ -33,11 +33,13 @@ from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
 from .contract import check_images, check_masks, check_scores, component
-from .config import RunConfig, config_differences
+from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints
+from .settings import component_settings
+from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
 
 CHECKPOINT = "checkpoint.pt"
@@ -140,23 +142,28 @@ def set_matmul_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
-def _component_name(obj: Any) -> str:
+def _component_name(obj: Any, kind: str = "component") -> str:
     """A config value for a component: its registered name, or its class and settings for an object.
 
-    The settings go into the run's hash, so two differently configured objects of one class never
-    share a run folder.
+    The settings (``settings()``, else the public attributes; see settings.py) go into the run's hash,
+    so two differently configured objects of one class never share a run folder; an object whose
+    settings cannot be written down is refused.
     """
     if isinstance(obj, str):
         return obj
     name = f"python:{type(obj).__module__}.{type(obj).__qualname__}"
-    settings = {k: v for k, v in sorted(getattr(obj, "__dict__", {}).items())
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
-    return name + (json.dumps(settings, separators=(",", ":")) if settings else "")
+    settings = component_settings(obj, kind)
+    return name + (json.dumps(settings, separators=(",", ":"), sort_keys=True) if settings else "")
 
 
 def _slug(name: str) -> str:
     """A folder-safe short form of a component name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split("{")[0].removeprefix("python:").rsplit(".", 1)[-1])
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """``runs_root/<model>-<schedule>-<hash of the identity>``: where a run without ``out`` lives."""
+    return Path(config.runs_root) / f"{_slug(config.model)}-{_slug(config.schedule)}-{config.digest()}"
 
 
 class Engine:
@@ -179,9 +186,10 @@ class Engine:
             raise ConfigError(f"unknown run option {unknown[0]!r}")
         for key, obj in (("model", model), ("schedule", schedule), ("scorer", scorer)):
             if obj is not None:
-                overrides[key] = _component_name(obj)
+                overrides[key] = _component_name(obj, key)
         self.config = dataclasses.replace(config, **overrides)
         self.config.check()
+        self._asked = self.config  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
         self._objects = {"model": model, "schedule": schedule, "scorer": scorer}
@@ -196,8 +204,7 @@ class Engine:
         self.dist.check_batch_size(self.config.batch_size)
         self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
-        self.run_dir = Path(self.config.out) if self.config.out else \
-            Path(self.config.runs_root) / f"{_slug(self.config.model)}-{_slug(self.config.schedule)}-{self.config.digest()}"
+        self.run_dir = Path(self.config.out) if self.config.out else default_run_dir(self.config)
         self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
         self.capture = self._resolve_capture()
         self.compile_options = compile_options(self.device, self.capture)
@@ -252,8 +259,25 @@ class Engine:
             raise ConfigError(f"model {cfg.model!r} has no prunable modules")
         self.schedule.validate([g.name for g in groups])  # before any training
         set_matmul_precision(self.precision)
-        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the folder first
-            return self._run_locked(network, groups)
+        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the run once locked
+            try:
+                return self._run_locked(network, groups)
+            except TrainingDiverged as exc:
+                raise self._diverged(exc) from None
+
+    def _diverged(self, exc: TrainingDiverged) -> TrainingDiverged:
+        """The divergence with advice that works: the learning rate is part of the run's identity, so a
+        lower one is a new run (a new folder by its hash; under --out another folder, or --fresh)."""
+        detail = getattr(exc, "detail", None)
+        if detail is None:
+            return exc
+        lower = f"--lr {self.config.lr / 2:g}" if self.config.lr else "a lower --lr"
+        if self.config.out:
+            advice = (f"to train with a lower learning rate, give the same command with {lower} and another "
+                      f"--out (or with --fresh to discard this run)")
+        else:
+            advice = f"to train with a lower learning rate, give the same command with {lower} (a new run folder)"
+        return TrainingDiverged(f"{detail}; {advice}")
 
     def _run_locked(self, network: nn.Module, groups: list[ModuleGroup]) -> list[dict[str, Any]]:
         cfg, store = self.config, self.store
@@ -265,6 +289,9 @@ class Engine:
             if diff:
                 raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(diff[:3])}): "
                                   f"use another --out, or --fresh to overwrite it")
+            extent = {k: resolved[k] for k in EXTENT_FIELDS}
+            if any(stored.get(k) != v for k, v in extent.items()):
+                store.write_config({**stored, **extent})  # the run goes further (or less far) this time
         else:
             store.write_config(resolved)
         network.to(self.device)
@@ -321,6 +348,14 @@ class Engine:
         prev_masks = round_masks(self.store, k - 1, targets) if k > 1 else None
         old = [prev_masks[t.name].bool() for t in targets] if prev_masks else \
             [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+        if self.config.baseline == "random-prune":  # the ticket's round-k counts, random positions inside `old`
+            reference = self.dist.on_main(lambda: ticket_masks(k, self.config, self._asked, self.spec.config,
+                                                               targets, default_run_dir))
+            rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
+            new = prune_tensorwise_like(group_tensors(targets, reference), group_tensors(targets, old), rand_gen)
+            masks = [m.bool().cpu() for m in flatten(new)]
+            self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
+            return masks
         apply_masks(targets, old)
         weights = f"{prev}/weights.safetensors"
         load_plain_state_dict(network, self.store.read_tensors(weights), source=str(self.store.path / weights),
@@ -331,9 +366,6 @@ class Engine:
         check_scores(scores, targets, component("scorer", self.config.scorer, self.registry))
         new = self.schedule.prune(group_tensors(targets, scores), group_tensors(targets, [m.to(self.device) for m in old]))
         check_masks(self.schedule, new, group_tensors(targets, old), targets, component("schedule", self.config.schedule, self.registry))
-        if self.config.baseline == "random-prune":
-            rand_gen = torch.Generator().manual_seed(hash_seed(self.config.seed, "random-prune", k))
-            new = prune_tensorwise_like(new, group_tensors(targets, old), rand_gen)
         masks = [m.bool().cpu() for m in flatten(new)]
         self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
         return masks

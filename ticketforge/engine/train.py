@@ -9,6 +9,7 @@ of hundreds (see :mod:`ticketforge.engine.step_graph`).
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def train_round(
     params = [p for p in network.parameters() if p.requires_grad]
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    last_finite = torch.full((2,), float("nan"), device=device)  # (loss, step) of the last finite step
     step_t = torch.full((), start_step - 1, dtype=torch.long, device=device)
     captured = setup.capture and device.type == "cuda"
     amp = autocast_for(setup.precision, device, cache=not captured)
@@ -120,6 +122,8 @@ def train_round(
         loss = loss.detach().float()
         # Remember the first non-finite step without a host sync.
         bad_step.copy_(torch.where((bad_step < 0) & ~torch.isfinite(loss), step_t, bad_step))
+        last_finite.copy_(torch.where((bad_step < 0) & torch.isfinite(loss),
+                                      torch.stack([loss, step_t.to(loss.dtype)]), last_finite))
         loss_sum.add_(loss)
 
     optimizer.zero_grad(set_to_none=True)  # the first step must not add to gradients left from before
@@ -148,10 +152,14 @@ def train_round(
                 window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
                 first_bad = int(bad_any)
                 if first_bad >= 0:
-                    raise TrainingDiverged(
-                        f"loss became non-finite at round {setup.round_index}, step {first_bad} "
-                        f"(last finite loss {last_loss:.4g}): lower --lr or enable grad clipping; the last good "
-                        f"checkpoint is kept and the same command resumes from it")
+                    loss_at, step_at = last_finite.tolist()
+                    before = "no step of this attempt had a finite loss" if math.isnan(step_at) \
+                        else f"last finite loss {loss_at:.4g} at step {int(step_at)}"
+                    detail = (f"loss became non-finite at round {setup.round_index}, step {first_bad} ({before}); "
+                              f"the last good checkpoint is kept")
+                    diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
+                    diverged.detail = detail  # the engine replaces the advice with a command that works
+                    raise diverged
             on_step(done)
             if at_log:
                 now = time.perf_counter()

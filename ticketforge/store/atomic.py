@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Iterable
+
+# The store's temp files, ``.<target name>.<8 random characters>.ticketforge-tmp``: a name no other
+# program uses, so cleaning up after a killed writer can never delete someone else's file.
+TEMP_SUFFIX = ".ticketforge-tmp"
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically; returns its sha256 hex digest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,7 +58,18 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def clean_temp_files(folder: str | Path) -> None:
-    """Remove temp files that a killed writer left behind."""
-    for tmp in Path(folder).rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def is_temp_file(name: str) -> bool:
+    """Whether ``name`` is a temp file of :func:`atomic_write_bytes` (exact pattern, nothing else)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def clean_temp_files(folders: Iterable[str | Path]) -> None:
+    """Remove the temp files that a killed writer left in ``folders`` (not below them)."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if is_temp_file(entry.name) and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)

@@ -32,12 +32,23 @@ from .atomic import atomic_write_bytes, clean_temp_files, sha256_file
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
+LOG = "train_log.jsonl"
 FORMAT = "ticketforge-run/1"
 
 
 def round_dir(k: int) -> str:
     """Relative folder of round ``k``."""
     return f"rounds/{k:04d}"
+
+
+def store_folders(run_dir: Path, listed: list[str]) -> set[Path]:
+    """The folders the store writes in: the run folder, each round's folder, the folders of listed files."""
+    folders = {run_dir} | {p for p in (run_dir / "rounds").glob("[0-9][0-9][0-9][0-9]") if p.is_dir()}
+    for rel in listed:
+        parent = (run_dir / rel).parent
+        if ".." not in Path(rel).parts and not Path(rel).is_absolute():
+            folders.add(parent)
+    return folders
 
 
 class RunStore:
@@ -76,9 +87,14 @@ class RunStore:
         return rel in self.manifest and (self.path / rel).exists()
 
     def clean(self) -> None:
-        """Drop temp files left by a killed writer."""
-        if self.path.exists():
-            clean_temp_files(self.path)
+        """Drop the store's temp files that a killed writer left, in the folders the store writes."""
+        if not self.path.exists():
+            return
+        try:
+            listed = list(self.manifest)
+        except CheckpointError:
+            listed = []  # a damaged manifest is reported by the next read, not here
+        clean_temp_files(store_folders(self.path, listed))
 
     # -- writing --------------------------------------------------------------------------------
     def write_bytes(self, rel: str, data: bytes) -> None:
@@ -180,5 +196,5 @@ class RunStore:
 
     def append_log(self, line: dict[str, Any]) -> None:
         """Append one JSON line to the training log (a log, not a checkpoint: not in the manifest)."""
-        with open(self.path / "train_log.jsonl", "a") as f:
+        with open(self.path / LOG, "a") as f:
             f.write(json.dumps(line) + "\n")
