@@ -61,9 +61,11 @@ class RewindPoints:
         bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
             what = "theta_tau (the rewind point)" if THETA_TAU in due else "a kept rewind point"
-            raise TrainingDiverged(
-                f"the weights became non-finite in round 0 before step {done} ({bad}), where {what} is taken; "
-                f"it was not kept: lower --lr or enable grad clipping; the last good checkpoint is kept")
+            detail = (f"the weights became non-finite in round 0 before step {done} ({bad}), where {what} is "
+                      f"taken; it was not kept, and the last good checkpoint is")
+            diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
+            diverged.detail = detail  # the engine replaces the advice with a command that works
+            raise diverged
         for rel in due:
             self.taken[rel] = weights
 

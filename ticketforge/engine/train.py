@@ -130,6 +130,22 @@ def train_round(
     graph = StepGraph(step_body, optimizer, [generator], lambda: refresh_pruned_weights(network)) if captured else None
     if graph is not None and ema is not None:
         ema.start_capture()
+
+    def check_finite() -> Tensor:
+        """The sync point: the window's loss sum, or TrainingDiverged at the first non-finite step."""
+        window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
+        first_bad = int(bad_any)
+        if first_bad >= 0:
+            loss_at, step_at = last_finite.tolist()
+            before = "no step of this attempt had a finite loss" if math.isnan(step_at) \
+                else f"last finite loss {loss_at:.4g} at step {int(step_at)}"
+            detail = (f"loss became non-finite at round {setup.round_index}, step {first_bad} ({before}); "
+                      f"the last good checkpoint is kept")
+            diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
+            diverged.detail = detail  # the engine replaces the advice with a command that works
+            raise diverged
+        return window_loss
+
     window, t_window, last_loss = 0, time.perf_counter(), float("nan")
     try:
         for step in range(start_step, setup.steps):
@@ -149,18 +165,13 @@ def train_round(
             at_log = done % setup.log_every == 0 or done == setup.steps
             at_ckpt = done % setup.checkpoint_every == 0 and done < setup.steps
             if at_log or at_ckpt:
-                window_loss, bad_any = reduce(loss_sum, bad_step) if reduce is not None else (loss_sum, bad_step)
-                first_bad = int(bad_any)
-                if first_bad >= 0:
-                    loss_at, step_at = last_finite.tolist()
-                    before = "no step of this attempt had a finite loss" if math.isnan(step_at) \
-                        else f"last finite loss {loss_at:.4g} at step {int(step_at)}"
-                    detail = (f"loss became non-finite at round {setup.round_index}, step {first_bad} ({before}); "
-                              f"the last good checkpoint is kept")
-                    diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
-                    diverged.detail = detail  # the engine replaces the advice with a command that works
-                    raise diverged
-            on_step(done)
+                window_loss = check_finite()
+            try:
+                on_step(done)
+            except TrainingDiverged:
+                if not (at_log or at_ckpt):
+                    check_finite()  # a non-finite loss says more than the non-finite weights it made
+                raise
             if at_log:
                 now = time.perf_counter()
                 last_loss = float(window_loss) / window
