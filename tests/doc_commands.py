@@ -203,7 +203,8 @@ def parse_ticketforge(argv: list[str], complete: bool = True) -> click.Context |
     for _ in range(10):
         try:
             with paths_need_not_exist():
-                ctx = click.Context(cli, info_name="ticketforge", resilient_parsing=False)
+                # the group's own context settings (help option names): click caches the help option it makes
+                ctx = click.Context(cli, info_name="ticketforge", resilient_parsing=False, **cli.context_settings)
                 # the group's own parse, keeping the subcommand and its arguments together
                 rest = click.Command.parse_args(cli, ctx, argv)
                 if not rest:

@@ -181,8 +181,13 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
     record; --branches scores every finished branch, --all --branches the rounds and the branches,
     all in one process (the denoiser is compiled once). Every score is stored with its sample
-    count, sampler, steps, seed and featurizer sha256. Under torchrun (torchrun --nproc-per-node N
-    -m ticketforge eval ...) the samples are drawn across the processes.
+    count, sampler, steps, seed and featurizer sha256. Under torchrun the samples are drawn across
+    the processes.
+
+    \b
+    Examples:
+      ticketforge eval runs/<run> --all --branches --evaluator fd-lenet --compile --precision bf16
+      torchrun --nproc-per-node 2 -m ticketforge eval runs/<run> --all --evaluator fd-lenet
     """
     from ..engine.distributed import launch_env
     items, notes = eval_items(run, round_, all_rounds, branch, all_branches)
