@@ -17,6 +17,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError
 from .records import KINDS, ComponentRecord
+from .typecheck import problem
 
 ENTRY_POINT_GROUP = "ticketforge"
 _HOOKS = {kind: f"ticketforge_{kind}" for kind in KINDS}
@@ -97,7 +98,17 @@ class Registry:
         if unknown:
             raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(sorted(allowed))})")
+        _check_option_types(f"{_SINGULAR[kind]} {name!r}", record, options)
         return record.factory(**options)
+
+
+def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> None:
+    """Refuse an option value of another type than the record declares (None: the default)."""
+    for option in record.options:
+        if option.name in options and options[option.name] is not None:
+            bad = problem(f"option {option.name!r}", options[option.name], option.type)
+            if bad:
+                raise PluginError(f"{what}: {bad}")
 
 
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:

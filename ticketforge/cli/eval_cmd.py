@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
-from .options import sampling_options, echo_json, json_option, parse_key_values, round_option
+from .options import check_seed, echo_json, json_option, parse_key_values, round_option, sampling_options
 
 MIN_REPORTED_SAMPLES = 10000
 
@@ -37,13 +37,14 @@ def evaluate_rounds(run: str, rounds: list[int] | None, evaluator_name: str, *, 
     from ..engine.engine import resolve_device
     from ..engine.sampling import sampling_network
     from ..registry import get_registry
-    from ..store import RunStore
+    from ..store import RunLock, RunStore
 
     registry = get_registry()
     evaluator = registry.create("evaluators", evaluator_name, **options)
     ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = ctx.device
     config = RunStore(run).read_config()
+    ctx.on_main(RunLock(run).check)  # a run that another process holds is refused before the work, not after it
     dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
                               download=bool(config.get("download")), train=True)
     results = []
@@ -85,6 +86,7 @@ def command(run: str, round_: int | None, all_rounds: bool, evaluator: str, n_sa
     from ..store import RunStore
     if all_rounds and round_ is not None:
         raise UsageError("give --round K or --all, not both")
+    check_seed(seed)
     rounds = RunStore(run).finished_rounds() if all_rounds else ([round_] if round_ is not None else None)
     if rounds == []:
         raise UsageError(f"{run} has no finished round yet")

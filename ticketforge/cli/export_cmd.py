@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..export import export_ticket
-from .options import round_option
+from .options import round_option, writable_output
 
 
 @click.command("export")
@@ -18,6 +18,7 @@ def command(run: str, round_: int | None, no_ema: bool, out: str) -> None:
 
     Load it back with ``ticketforge.load_ticket(path)``.
     """
+    writable_output(out)
     info = export_ticket(run, out, round_, ema=not no_ema)
     click.echo(f"round {info['round']} ({100 * info['sparsity']:.2f}% sparse): {info['file_bytes']:,} bytes, "
                f"against {info['dense_fp32_bytes']:,} bytes of dense fp32 weights "
