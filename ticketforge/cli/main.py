@@ -70,6 +70,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {INTERRUPTED}", err=True)
             ctx.exit(interrupt_exit_code(exc))
+        except click.UsageError as exc:  # a command's bad option or argument: one line, like ours
+            if exc.ctx is None or exc.ctx.command is self:
+                raise
+            click.echo(f"Error: {exc.format_message()} (see {exc.ctx.command_path} --help)", err=True)
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as exc:
@@ -111,18 +116,19 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _one_line_warnings() -> None:
-    """ticketforge's own warnings (an optional cache not written) as one ``warning:`` line each."""
-    plain = warnings.formatwarning
-    if getattr(plain, "ticketforge", False):
+    """ticketforge's own warnings (an optional cache not written) as one ``warning:`` line each on stderr."""
+    shown = warnings.showwarning
+    if getattr(shown, "ticketforge", False):
         return
 
-    def format_warning(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, TicketforgeWarning):
-            return f"warning: {message}\n"
-        return plain(message, category, filename, lineno, line)
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
 
-    format_warning.ticketforge = True  # type: ignore[attr-defined]
-    warnings.formatwarning = format_warning
+    show.ticketforge = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def main() -> None:

@@ -134,12 +134,12 @@ class RunConfig:
     def check_numbers(self) -> None:
         """Finite, in-range numbers: a NaN or negative learning rate is refused before training, not
         found out after it; seeds must fit the 64 bits torch's generators take."""
-        for name in ("p", "q", "lr", "grad_clip", "ema_decay", "weight_decay"):
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number (the presets use 2e-4 to 1e-3), not {self.lr}")
+        for name in ("p", "q", "grad_clip", "ema_decay", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, not {value}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"lr must be positive, not {self.lr} (the presets use 1e-3 to 2e-4)")
         if self.ema_decay is not None and self.ema_decay >= 1:
             raise ConfigError(f"ema-decay must be below 1 (e.g. 0.999), not {self.ema_decay}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
