@@ -33,14 +33,15 @@ def files_fingerprint(files: Iterable[str | Path], extra: str = "") -> str:
     """sha256 over the contents (and names) of ``files``, hashed once per size and mtime.
 
     The files' sha256 is remembered under ``<cache>/fingerprints`` keyed by every file's path,
-    size, mtime and inode, so an unchanged set of files costs one ``stat`` each on later runs; any
-    change to one of them (rewritten, replaced, resized) hashes the set again.
+    size, mtime, ctime and inode, so an unchanged set of files costs one ``stat`` each on later
+    runs; any change to one of them (rewritten, replaced, resized, even with its mtime set back:
+    the ctime moves) hashes the set again.
     """
     paths = [Path(f) for f in files]
     stats = hashlib.sha256(extra.encode())
     for p in paths:
         st = p.stat()
-        stats.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}\n".encode())
+        stats.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}\n".encode())
     memo = cache_root() / "fingerprints" / f"{stats.hexdigest()[:32]}.sha256"
     try:
         known = memo.read_text().strip()
