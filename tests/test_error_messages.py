@@ -396,3 +396,38 @@ def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path, regi
                           env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     _assert_interrupted(proc, signal.SIGINT)
     assert not (tmp_path / "grid.png").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("exc,code,needles", [
+    (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/run"), 2, ["/mnt/ro/run is on a read-only file system",
+                                                                        "writable folder with --out"]),
+    (OSError(errno.ENOSPC, "No space left on device", "/big/run/x"), 1, ["no space left on the disk of /big/run/x",
+                                                                          "free some space"]),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "/tmp"), 2, ["/tmp is a folder where a file is wanted"]),
+    (PermissionError(errno.EACCES, "Permission denied", "/root/x"), 2, ["permission denied for /root/x"]),
+    (FileNotFoundError(errno.ENOENT, "No such file", "/x"), None, []),
+])
+def test_os_errors_map_to_lines_that_name_the_path(exc, code, needles):
+    from ticketforge.cli.failures import os_error_line
+    found = os_error_line(exc)
+    if code is None:
+        assert found is None  # left to the generic line (strerror and path)
+        return
+    line, got = found
+    assert got == code and all(n in line for n in needles), line
+
+
+def test_unwritable_report_folder_is_refused_before_the_summaries(runner, finished_run, open_folder, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import ticketforge.cli.report_cmd as report_cmd
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("summarized before checking --out")
+
+    monkeypatch.setattr(report_cmd, "summarize_run", no_work)
+    locked = open_folder / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    with unprivileged():
+        result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked / "report")])
+    assert_one_line(result, 2, f"permission denied for {locked / 'report'}", "--out")

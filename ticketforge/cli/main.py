@@ -6,6 +6,7 @@ Usage errors exit with 2, failures with 1, each with one line on stderr and no t
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import warnings
@@ -78,7 +79,7 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
+            if (ctx.obj and ctx.obj.get("debug")) or exc.errno == errno.EPIPE:  # a closed pipe: click's own handling
                 raise
             known = os_error_line(exc)
             if known is None:
