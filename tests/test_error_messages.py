@@ -170,6 +170,7 @@ def test_engine_and_dict_overrides_are_type_checked(registry, tmp_path):
         Engine(RunConfig(model="toy", p=True, out=str(tmp_path / "r")), registry=registry)
     with pytest.raises(PluginError, match=r"option 'width' must be an integer, not 2.5"):
         registry.create("models", "toy", width=2.5)
+    registry.create("models", "toy", preset=123)  # --option key=123 parses as JSON; a string option takes the text
     assert not (tmp_path / "r").exists()
     RunConfig.from_dict({"rounds": 3, "p": 20, "lr": 1e-3, "model_options": {"width": 4}}).check()  # int is a float
 
@@ -382,7 +383,7 @@ def test_interrupt_during_training_is_one_line_and_resumable(runner, tmp_path, p
     assert RunStore(run).finished_rounds() == [0, 1]
 
 
-def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path, registry):
+def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path):
     import run_toy_cli
     from ticketforge.registry import build_registry
     import toy_plugin
@@ -425,9 +426,9 @@ def test_unwritable_report_folder_is_refused_before_the_summaries(runner, finish
         raise AssertionError("summarized before checking --out")
 
     monkeypatch.setattr(report_cmd, "summarize_run", no_work)
-    locked = open_folder / "locked"
+    locked = open_folder / "report"
     locked.mkdir()
-    locked.chmod(0o555)
+    locked.chmod(0o555)  # it exists, and cannot be written into
     with unprivileged():
-        result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked / "report")])
-    assert_one_line(result, 2, f"permission denied for {locked / 'report'}", "--out")
+        result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked)])
+    assert_one_line(result, 2, f"permission denied for {locked}", "--out")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import json
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
@@ -98,17 +99,26 @@ class Registry:
         if unknown:
             raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(sorted(allowed))})")
-        _check_option_types(f"{_SINGULAR[kind]} {name!r}", record, options)
+        options = _check_option_types(f"{_SINGULAR[kind]} {name!r}", record, options)
         return record.factory(**options)
 
 
-def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> None:
-    """Refuse an option value of another type than the record declares (None: the default)."""
+def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an option value of another type than the record declares (None: the default).
+
+    A number or boolean for a string option is taken as its text: ``--option key=123`` parses
+    ``123`` as JSON, and the user meant the string."""
+    options = dict(options)
     for option in record.options:
-        if option.name in options and options[option.name] is not None:
-            bad = problem(f"option {option.name!r}", options[option.name], option.type)
-            if bad:
-                raise PluginError(f"{what}: {bad}")
+        value = options.get(option.name)
+        if value is None:
+            continue
+        if option.type is str and isinstance(value, (int, float, bool)):
+            options[option.name] = value = json.dumps(value)
+        bad = problem(f"option {option.name!r}", value, option.type)
+        if bad:
+            raise PluginError(f"{what}: {bad}")
+    return options
 
 
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:

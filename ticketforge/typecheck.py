@@ -8,6 +8,7 @@ and the ``type`` of a component's :class:`~ticketforge.records.Option`: a bool i
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from typing import Any
@@ -68,7 +69,7 @@ def wanted(annotation: Any) -> str:
 def found(value: Any) -> str:
     """``true (a boolean)``, ``"abc" (a string)``: the value as the user wrote it, and its type."""
     try:
-        shown = json.dumps(value)
+        shown = json.dumps(os.fspath(value) if isinstance(value, os.PathLike) else value)
     except (TypeError, ValueError):
         shown = repr(value)
     kind = _FOUND.get(type(value), f"a {type(value).__name__}")
@@ -79,4 +80,5 @@ def problem(name: str, value: Any, annotation: Any) -> str | None:
     """None if ``value`` fits, else "NAME must be WANTED, not VALUE (TYPE)"."""
     if fits(value, annotation):
         return None
-    return f"{name} must be {wanted(annotation)}, not {found(value)}"
+    hint = ": pass str(path)" if isinstance(value, os.PathLike) and fits("", annotation) else ""
+    return f"{name} must be {wanted(annotation)}, not {found(value)}{hint}"
