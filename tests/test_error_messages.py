@@ -407,9 +407,12 @@ def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path):
     (IsADirectoryError(errno.EISDIR, "Is a directory", "/tmp"), 2, ["/tmp is a folder where a file is wanted"]),
     (PermissionError(errno.EACCES, "Permission denied", "/root/x"), 2, ["permission denied for /root/x"]),
     (FileNotFoundError(errno.ENOENT, "No such file", "/x"), None, []),
+    (PermissionError(errno.EACCES, "Permission denied", "/cache/extracted/x"), 2,
+     ["cannot write the cache at /cache/extracted/x", "set TICKETFORGE_CACHE to a writable folder"]),
 ])
-def test_os_errors_map_to_lines_that_name_the_path(exc, code, needles):
+def test_os_errors_map_to_lines_that_name_the_path(exc, code, needles, monkeypatch):
     from ticketforge.cli.failures import os_error_line
+    monkeypatch.setenv("TICKETFORGE_CACHE", "/cache")
     found = os_error_line(exc)
     if code is None:
         assert found is None  # left to the generic line (strerror and path)

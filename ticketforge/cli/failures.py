@@ -35,6 +35,9 @@ def os_error_line(exc: OSError) -> tuple[str, int] | None:
     """The one line and exit code for an OSError the user can fix by choosing another path, or None."""
     path = exc.filename if exc.filename is not None else "a file"
     code = exc.errno
+    if exc.filename is not None and _in_cache(str(exc.filename)) and code not in (errno.ENOSPC, errno.EDQUOT):
+        reason = exc.strerror or type(exc).__name__
+        return f"cannot write the cache at {path} ({reason}): set TICKETFORGE_CACHE to a writable folder", 2
     if code in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the disk of {path}: free some space, or write elsewhere with --out; "
                 f"finished rounds are kept and the same command resumes"), 1
@@ -60,3 +63,15 @@ def _file_in_the_way(path: str) -> str:
         if candidate.exists():
             return str(candidate) if not candidate.is_dir() else path
     return path
+
+
+def _in_cache(path: str) -> bool:
+    """Whether ``path`` lies under ticketforge's cache root (the advice is then TICKETFORGE_CACHE, not --out)."""
+    from pathlib import Path
+
+    from ..cache import cache_root
+
+    try:
+        return Path(path).resolve().is_relative_to(cache_root().resolve())
+    except (OSError, ValueError):
+        return False
