@@ -200,7 +200,7 @@ def test_round_counted_back_past_the_first_names_the_rounds(runner, run):
 @pytest.mark.parametrize("size", ["0", "-3"])
 def test_flops_batch_size_below_one_is_refused(runner, run, size):
     result = runner.invoke(cli, ["flops", str(run), "--batch-size", size])
-    assert_one_line(result, 2, f"--batch-size must be at least 1", f"not {size}")
+    assert_one_line(result, 2, "--batch-size must be at least 1", f"not {size}")
 
 
 def _small_digits(root=None, download=False, train=True, **options):

@@ -7,21 +7,56 @@ Train, prune by magnitude, rewind the surviving weights to an early point, repea
 - :func:`load_round` and :func:`load_ticket` bring a trained ticket back; :func:`load_branch` and
   :func:`list_branches` a run's lottery branches.
 - :func:`branch` trains a finished round's ticket once more (the controls: random masks, reinit, ...).
+
+Names are imported on first use (PEP 562), so that ``import ticketforge`` (and the command line's
+start, before it can turn Ctrl-C into one line) does not wait for torch.
 """
 
-from .api import LoadedRound, load_branch, load_round, record_metrics
-from .branches import BranchInfo, list_branches
-from .export import export_ticket, load_ticket
-from .engine import Engine, RunConfig
-from .engine.branch import branch
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import ConfigError, TicketforgeError, UsageError
 from .hookspecs import hookimpl
-from .protocols import (Evaluator, ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer, Similarity,
-                        TrainingDefaults)
 from .records import ComponentRecord, Option
-from .builtins.schedules import RatioSchedule
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LoadedRound": ".api", "load_round": ".api", "load_branch": ".api", "record_metrics": ".api",
+    "BranchInfo": ".branches", "list_branches": ".branches", "branch": ".engine.branch",
+    "export_ticket": ".export", "load_ticket": ".export",
+    "Engine": ".engine", "RunConfig": ".engine",
+    "Evaluator": ".protocols", "ModelSpec": ".protocols", "ModuleGroup": ".protocols", "PruneTarget": ".protocols",
+    "Schedule": ".protocols", "Scorer": ".protocols", "Similarity": ".protocols", "TrainingDefaults": ".protocols",
+    "RatioSchedule": ".builtins.schedules",
+}
+
+if TYPE_CHECKING:
+    from .api import LoadedRound, load_branch, load_round, record_metrics
+    from .branches import BranchInfo, list_branches
+    from .engine.branch import branch
+    from .builtins.schedules import RatioSchedule
+    from .engine import Engine, RunConfig
+    from .export import export_ticket, load_ticket
+    from .protocols import (Evaluator, ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer, Similarity,
+                            TrainingDefaults)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)  # ticketforge.engine and the like
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'ticketforge' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Engine", "RunConfig", "hookimpl", "ComponentRecord", "Option", "ModelSpec", "ModuleGroup",

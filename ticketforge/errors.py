@@ -33,3 +33,7 @@ class CheckpointError(TicketforgeError):
 
 class TrainingDiverged(TicketforgeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TicketforgeWarning(UserWarning):
+    """Something optional failed (a cache could not be written); the work goes on. The CLI prints one line."""

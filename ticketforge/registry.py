@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import json
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
@@ -17,6 +18,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError
 from .records import KINDS, ComponentRecord
+from .typecheck import problem
 
 ENTRY_POINT_GROUP = "ticketforge"
 _HOOKS = {kind: f"ticketforge_{kind}" for kind in KINDS}
@@ -101,6 +103,7 @@ class Registry:
         if unknown:
             raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(sorted(allowed))})")
+        options = _check_option_types(f"{_SINGULAR[kind]} {name!r}", record, options)
         return record.factory(**options)
 
 
@@ -120,6 +123,24 @@ def _as_records(returned: Any) -> tuple[list[ComponentRecord], str | None]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an option value of another type than the record declares (None: the default).
+
+    A number or boolean for a string option is taken as its text: ``--option key=123`` parses
+    ``123`` as JSON, and the user meant the string."""
+    options = dict(options)
+    for option in record.options:
+        value = options.get(option.name)
+        if value is None:
+            continue
+        if option.type is str and isinstance(value, (int, float, bool)):
+            options[option.name] = value = json.dumps(value)
+        bad = problem(f"option {option.name!r}", value, option.type)
+        if bad:
+            raise PluginError(f"{what}: {bad}")
+    return options
 
 
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:

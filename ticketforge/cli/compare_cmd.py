@@ -13,7 +13,8 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..similarity.cka import activation_cka, mask_jaccard, weight_cka
-from .options import echo_json, json_option, round_option
+from ..store.atomic import atomic_write_bytes
+from .options import check_seed, echo_json, json_option, round_option, writable_output
 
 
 def _random_jaccard(da: float, db: float) -> float:
@@ -96,6 +97,14 @@ def require_matplotlib() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | Path) -> None:
+    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file)."""
+    import io
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
+    atomic_write_bytes(path, png.getvalue())
+
+
 def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
     """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted)."""
     plt = require_matplotlib()
@@ -106,7 +115,7 @@ def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: s
     ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), title=title)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -154,8 +163,10 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     """
     from ..api import load_round
     from ..branches import resolve_source
+    check_seed(seed)
     if plot:
         require_matplotlib()
+        writable_output(plot, "--plot")  # before the comparison, not after it
     path_a, k_a, _ = resolve_source(run_a, branch_a, round_)
     # RUN_B's round defaults to --round, unless RUN_B's side is a branch (a branch has one round).
     path_b, k_b, _ = resolve_source(run_b, branch_b, round_b if round_b is not None or branch_b else round_)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
-from .options import sampling_options, echo_json, json_option, parse_key_values, round_option
+from .options import check_seed, echo_json, json_option, parse_key_values, round_option, sampling_options
 
 MIN_REPORTED_SAMPLES = 10000
 
@@ -91,7 +91,7 @@ def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int
     from ..engine import distributed
     from ..engine.engine import resolve_device
     from ..registry import get_registry
-    from ..store import RunStore
+    from ..store import RunLock, RunStore
 
     if not items:
         raise UsageError("nothing to evaluate")
@@ -100,6 +100,8 @@ def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int
     ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
     dev = ctx.device
     config = RunStore(items[0].path).read_config()  # a branch trains on its run's dataset
+    for path in dict.fromkeys(item.path for item in items):  # refused before the work, not after it
+        ctx.on_main(RunLock(path).check)
     dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
                               download=bool(config.get("download")), train=True)
     denoiser = SamplerCache(precision, compile, dev)
@@ -190,6 +192,7 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
       torchrun --nproc-per-node 2 -m ticketforge eval runs/<run> --all --evaluator fd-lenet
     """
     from ..engine.distributed import launch_env
+    check_seed(seed)
     items, notes = eval_items(run, round_, all_rounds, branch, all_branches)
     main = launch_env()[0] == 0
     for note in notes if main else []:

@@ -6,7 +6,7 @@ import click
 
 from ..branches import describe, resolve_source
 from ..export import export_ticket
-from .options import branch_option, round_option
+from .options import branch_option, round_option, writable_output
 
 
 @click.command("export")
@@ -21,6 +21,7 @@ def command(run: str, round_: int | None, branch: str | None, no_ema: bool, out:
     Load it back with ``ticketforge.load_ticket(path)``.
     """
     source, round_, _ = resolve_source(run, branch, round_)
+    writable_output(out)
     info = export_ticket(source, out, round_, ema=not no_ema)
     click.echo(f"{describe(source, info['round'])} ({100 * info['sparsity']:.2f}% sparse): "
                f"{info['file_bytes']:,} bytes, "

@@ -6,20 +6,57 @@ Usage errors exit with 2, failures with 1, each with one line on stderr and no t
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
+import warnings
 
 import click
 
-from ..errors import TicketforgeError
+from ..errors import TicketforgeError, TicketforgeWarning
+from .failures import INTERRUPTED, install_signal_handlers, interrupt_exit_code, os_error_line
 
 # Commands live in their own modules; each exports ``command``. Optional ones are skipped if absent.
 _COMMANDS = ["run_cmd", "list_cmd", "inspect_cmd", "sample_cmd", "export_cmd",
              "flops_cmd", "compare_cmd", "eval_cmd", "report_cmd", "branch_cmd"]
 
 
+_MODULES = {name.removesuffix("_cmd"): name for name in _COMMANDS}
+
+
 class _Group(click.Group):
-    """Turns ticketforge errors into one line and an exit code."""
+    """Turns ticketforge errors, interruptions and OS refusals into one line and an exit code.
+
+    Commands are imported when first used, inside :meth:`invoke`, so that a Ctrl-C while torch is
+    still loading also ends in that one line."""
+
+    @property
+    def commands(self) -> dict[str, click.Command]:  # type: ignore[override]
+        for name in _MODULES:
+            self._load(name)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._commands = value
+
+    def _load(self, name: str) -> None:
+        if name in self._commands or name not in _MODULES:
+            return
+        try:
+            module = importlib.import_module(f"{__package__}.{_MODULES[name]}")
+        except ModuleNotFoundError as exc:  # optional commands may be absent
+            if exc.name != f"{__package__}.{_MODULES[name]}":
+                raise
+            return
+        self._commands[module.command.name] = module.command
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load(cmd_name)
+        return self._commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -29,14 +66,29 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except click.UsageError as exc:  # click's own refusals (a bad option value): one line as well
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (failures.Terminated)
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"Error: {INTERRUPTED}", err=True)
+            ctx.exit(interrupt_exit_code(exc))
+        except click.UsageError as exc:  # click's own refusals (a bad option value): one line, like ours
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             click.echo(f"Error: {exc.format_message()}{hint}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as exc:
+            if (ctx.obj and ctx.obj.get("debug")) or exc.errno == errno.EPIPE:  # a closed pipe: click's own handling
+                raise
+            known = os_error_line(exc)
+            if known is None:
+                click.echo(f"Error: {exc.strerror or exc}: {exc.filename or ''} (rerun with --debug for the "
+                           f"traceback)", err=True)
+                ctx.exit(1)
+            click.echo(f"Error: {known[0]}", err=True)
+            ctx.exit(known[1])
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -62,20 +114,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    _one_line_warnings()
 
 
-for _name in _COMMANDS:
-    try:
-        _module = importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__package__}.{_name}":
-            raise
-        continue
-    cli.add_command(_module.command)
+def _one_line_warnings() -> None:
+    """ticketforge's own warnings (an optional cache not written) as one ``warning:`` line each on stderr."""
+    shown = warnings.showwarning
+    if getattr(shown, "ticketforge", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, TicketforgeWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.ticketforge = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def main() -> None:
     """Console-script entry point."""
+    install_signal_handlers()
     cli(prog_name="ticketforge")
 
 

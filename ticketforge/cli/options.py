@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ..engine.config import PRECISIONS
+from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
 from ..errors import UsageError
+from .failures import os_error_line
 
 
 def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -66,3 +70,36 @@ def sampling_options(func):
     ]):
         func = option(func)
     return func
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """A seed torch's generators take (64 bits), refused in one line before any work."""
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise UsageError(f"{flag} must fit in 64 bits ({SEED_MIN} to {SEED_MAX}), not {seed}")
+
+
+def writable_output(path: str | Path, flag: str = "--out", *, folder: bool = False) -> Path:
+    """``path`` (a file, or a folder with ``folder``) checked writable before the work that fills it.
+
+    Makes missing parent folders; refuses a folder where a file is wanted (and the reverse), a
+    device or other special file, and a place the user may not write, naming the path and ``flag``.
+    """
+    out = Path(path)
+    try:
+        if out.exists() and not folder and not out.is_file():
+            if out.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(out))
+            raise UsageError(f"{out} is not a regular file: give a file path with {flag}")
+        target = out if folder else out.parent
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if not isinstance(exc, (NotADirectoryError, FileExistsError)):
+            exc.filename = str(out)
+        known = os_error_line(exc)
+        if known is None:
+            raise
+        raise UsageError(known[0].replace("--out", flag)) from None
+    return out

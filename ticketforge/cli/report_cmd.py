@@ -11,16 +11,17 @@ final training loss and each stored score.
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..errors import UsageError
-from .compare_cmd import compare_rounds, plot_cka, require_matplotlib
+from ..store.atomic import atomic_write_bytes
+from .compare_cmd import compare_rounds, plot_cka, require_matplotlib, save_figure
 from .eval_cmd import headline
 from .flops_cmd import human_macs
+from .options import writable_output
 
 
 def stored_scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -127,7 +128,7 @@ def plot_scores(summaries: list[dict[str, Any]], name: str, path: Path) -> None:
     ax.set(xlabel="sparsity (%)", ylabel=key, title=f"{key} vs sparsity")
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -221,7 +222,7 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
     """Write the report of ``runs`` into ``out``; returns the markdown file."""
     import json
     require_matplotlib()
-    out.mkdir(parents=True, exist_ok=True)
+    writable_output(out, folder=True)  # before the summaries, not after them
     summaries = [summarize_run(run, flops=flops, device=device) for run in runs]
     evaluators = sorted({name for s in summaries for r in [*s["rounds"], *s["branches"]] for name in r["scores"]})
     md = ["# ticketforge report", ""]
@@ -256,7 +257,7 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
         for r in s["rounds"]:
             if r["samples"]:
                 target = f"{i}-{name}-round-{r['round']:04d}-samples.png"
-                shutil.copyfile(r["samples"], out / target)
+                atomic_write_bytes(out / target, Path(r["samples"]).read_bytes())
                 md += [f"Round {r['round']} ({100 * r['sparsity']:.2f}% sparse): ![samples]({target})", ""]
     if flops:
         md += ["MACs are theoretical, per image, counted by fvcore (1 MAC = 1 multiply-add). Sparse MACs skip "
@@ -276,9 +277,9 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
             md += ["## CKA per module", "", "![CKA per module](cka.png)", "",
                    "Debiased linear CKA of each module's weight rows, upstream to downstream; "
                    "dotted: mask Jaccard.", ""]
-    (out / "report.json").write_text(json.dumps(summaries, indent=2, default=str))
+    atomic_write_bytes(out / "report.json", json.dumps(summaries, indent=2, default=str).encode())
     path = out / "report.md"
-    path.write_text("\n".join(md))
+    atomic_write_bytes(path, "\n".join(md).encode())
     return path
 
 

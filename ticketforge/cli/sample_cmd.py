@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import click
 import torch
 from torchvision.utils import save_image
@@ -10,7 +12,9 @@ from ..api import load_round
 from ..branches import describe, resolve_source
 from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
-from .options import branch_option, sampling_options, parse_key_values, round_option
+from ..errors import UsageError
+from ..store.atomic import atomic_write_bytes
+from .options import branch_option, check_seed, parse_key_values, round_option, sampling_options, writable_output
 
 
 @click.command("sample")
@@ -25,6 +29,12 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
             options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str, compile_: bool,
             out: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
+    if n < 1:
+        raise UsageError(f"--n must be at least 1 (the number of images in the grid), not {n}")
+    if steps < 1:
+        raise UsageError(f"--steps must be at least 1, not {steps}")
+    check_seed(seed)
+    writable_output(out)  # before the sampling, not after it
     source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
     loaded = load_round(source, round_, ema=not no_ema, device=str(dev))
@@ -33,6 +43,8 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
     with torch.no_grad():
         images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
                                     **parse_key_values(options, "--option"))
-    save_image(images.float().cpu(), out, nrow=max(1, int(n ** 0.5)))
+    png = io.BytesIO()
+    save_image(images.float().cpu(), png, nrow=max(1, int(n ** 0.5)), format="png")
+    atomic_write_bytes(out, png.getvalue())  # never a half-written grid
     click.echo(f"wrote {n} samples of {describe(source, loaded.round)} "
                f"({100 * loaded.record['sparsity']:.2f}% sparse) to {out}")

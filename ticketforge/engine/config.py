@@ -9,18 +9,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..protocols import TrainingDefaults
+from ..typecheck import problem
 
 REWIND_MODES = ("tau", "init", "none")
 BASELINES = ("none", "random-reinit", "random-prune")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.manual_seed takes
 
 # Fields that change how a run is executed or shown, not what it computes: not part of its identity.
 # ``world_size`` (processes under torchrun) is recorded but kept out, so a run may resume on another
@@ -100,14 +104,26 @@ class RunConfig:
         unknown = sorted(set(clean) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-        return cls(**clean)
+        config = cls(**clean)
+        config.check_types(source)
+        return config
 
     def merged(self, overrides: dict[str, Any]) -> "RunConfig":
         """A copy with every non-None override applied (CLI flags over a config file)."""
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def check_types(self, source: str = "") -> None:
+        """Refuse a value whose type is not its field's annotation (``rounds = true``, ``lr = "1e-3"``)."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            bad = problem(f.name.replace("_", "-"), getattr(self, f.name), hints[f.name])
+            if bad:
+                raise ConfigError(f"{source + ': ' if source else ''}{bad}")
+
     def check(self) -> None:
         """Refuse impossible values before any work starts."""
+        self.check_types()
+        self.check_numbers()
         if self.rewind not in REWIND_MODES:
             raise ConfigError(f"rewind must be one of {', '.join(REWIND_MODES)}, not {self.rewind!r}")
         if self.baseline not in BASELINES:
@@ -130,6 +146,25 @@ class RunConfig:
                               f"(e.g. 0,0.05,0.2), not {points!r}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log-every and checkpoint-every must be at least 1")
+
+    def check_numbers(self) -> None:
+        """Finite, in-range numbers: a NaN or negative learning rate is refused before training, not
+        found out after it; seeds must fit the 64 bits torch's generators take."""
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number (the presets use 2e-4 to 1e-3), not {self.lr}")
+        for name in ("p", "q", "grad_clip", "ema_decay", "weight_decay"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be a finite number >= 0, not {value}")
+        if self.ema_decay is not None and self.ema_decay >= 1:
+            raise ConfigError(f"ema-decay must be below 1 (e.g. 0.999), not {self.ema_decay}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"warmup-steps must be 0 or more, not {self.warmup_steps}")
+        for name in ("seed", "init_seed"):
+            value = getattr(self, name)
+            if value is not None and not SEED_MIN <= value <= SEED_MAX:
+                raise ConfigError(f"{name.replace('_', '-')} must fit in 64 bits ({SEED_MIN} to {SEED_MAX}), "
+                                  f"not {value}")
 
     def resolve(self, defaults: TrainingDefaults) -> "RunConfig":
         """Fill every None hyperparameter from the model preset's defaults."""

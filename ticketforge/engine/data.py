@@ -8,20 +8,28 @@ GPU, so the images live on the training device and no host-to-device copy sits i
 from __future__ import annotations
 
 import hashlib
-import os
+import io
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import UsageError
+from ..cache import cache_root, files_fingerprint, warn_cache
+from ..errors import TicketforgeWarning, UsageError
+from ..store.atomic import atomic_write_bytes
 
 
 def materialize(dataset: Dataset, cache: Path | None = None) -> Tensor:
-    """All images of ``dataset`` as one uint8 tensor ``[N, C, H, W]`` (cached on disk if asked)."""
-    if cache is not None and cache.exists():
-        return torch.load(cache, weights_only=True)
+    """All images of ``dataset`` as one uint8 tensor ``[N, C, H, W]`` (cached on disk if asked).
+
+    The cache file is read only when it matches the sha256 stored beside it; a damaged or
+    unreadable cache is rebuilt (with a warning), and one that cannot be written is skipped."""
+    if cache is not None:
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
     try:
         n = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -29,24 +37,77 @@ def materialize(dataset: Dataset, cache: Path | None = None) -> Tensor:
     if n == 0:
         raise UsageError("the dataset is empty: check --data-root")
     chunks = []
-    for batch in DataLoader(dataset, batch_size=512, shuffle=False, num_workers=0):
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        chunks.append((images.float().clamp(0, 1) * 255).round().to(torch.uint8))
-    images = torch.cat(chunks)
+    try:
+        for batch in DataLoader(dataset, batch_size=512, shuffle=False, num_workers=0):
+            images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            chunks.append((images.float().clamp(0, 1) * 255).round().to(torch.uint8))
+        images = torch.cat(chunks)
+    except RuntimeError as exc:
+        if "equal size" not in str(exc) and "Sizes of tensors must match" not in str(exc):
+            raise
+        raise UsageError("the dataset's images have different sizes: resize them to one size "
+                         "(or give the dataset a size option)") from None
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")  # concurrent runs may cache at once
-        torch.save(images, tmp)
-        tmp.replace(cache)
+        _write_cache(cache, images)
     return images
 
 
-def cache_path(dataset: str, root: str | None) -> Path | None:
-    """Where the uint8 copy of a dataset read from ``root`` is cached (None: not worth caching)."""
-    if root is None:
+def _sidecar(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".sha256")
+
+
+def _read_cache(cache: Path) -> Tensor | None:
+    """The cached images, or None (missing, damaged or unreadable: the caller rebuilds it)."""
+    if not cache.exists():
         return None
-    key = hashlib.sha256(f"{dataset}|{Path(root).resolve()}".encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "ticketforge" / "data" / f"{dataset}-{key}.pt"
+    try:
+        data, expected = cache.read_bytes(), _sidecar(cache).read_text().strip()
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    else:
+        problem = "fails its sha256 check"
+        if hashlib.sha256(data).hexdigest() == expected:
+            try:
+                images = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except Exception:  # torch raises many types for a foreign or truncated file
+                images = None
+            if isinstance(images, Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
+                return images
+            problem = "is not a uint8 image tensor"
+    warnings.warn(f"the data cache {cache} {problem}; rebuilding it from the dataset", TicketforgeWarning,
+                  stacklevel=3)
+    return None
+
+
+def _write_cache(cache: Path, images: Tensor) -> None:
+    buffer = io.BytesIO()
+    torch.save(images, buffer)
+    try:
+        digest = atomic_write_bytes(cache, buffer.getvalue())
+        atomic_write_bytes(_sidecar(cache), digest.encode())
+    except OSError as exc:
+        warn_cache("data cache", cache, exc)
+
+
+def cache_path(dataset: str, root: str | None, source: Dataset | None = None) -> Path | None:
+    """Where the uint8 copy of ``source`` (dataset ``dataset`` read from ``root``) is cached, keyed by
+    its content; None: not worth caching.
+
+    The key is the dataset's own ``fingerprint()`` when it has one (None from it: held in memory
+    anyway, no cache), else the sha256 of every file under ``root`` (hashed once per size and mtime,
+    see :func:`ticketforge.cache.files_fingerprint`); no root and no fingerprint: no cache."""
+    if source is not None and hasattr(source, "fingerprint"):
+        fingerprint = source.fingerprint()
+    elif root is not None and Path(root).exists():
+        base = Path(root)
+        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]
+        fingerprint = files_fingerprint(files, extra=str(base.resolve()) if not files else "")
+    else:
+        fingerprint = None
+    if fingerprint is None:
+        return None
+    key = hashlib.sha256(f"{dataset}|train|{fingerprint}".encode()).hexdigest()[:16]
+    return cache_root() / "data" / f"{dataset}-{key}.pt"
 
 
 class BatchSource:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..protocols import ModelSpec, ModuleGroup, PruneTarget
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
@@ -319,7 +319,7 @@ class Engine:
         cfg = self.config
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
             dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
-            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root))
+            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset))
         check_images(self.spec, images, cfg.dataset)
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 
@@ -435,14 +435,10 @@ class Engine:
             self._checkpoint(i, done, network, optimizer, ema, gen, store=store, points=points)
 
         t0 = time.perf_counter()
-        try:
-            summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen, start,
-                                  on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward,
-                                  reduce=self.dist.reduce_window)
-        except KeyboardInterrupt:
-            what = f"round {k}" if store is self.store else f"the branch in {store.path}"
-            raise TicketforgeError(f"interrupted in {what}; finished rounds and the last checkpoint are kept: "
-                                   f"give the same command to resume") from None
+        # Ctrl-C and SIGTERM unwind to the command line, which says how to resume (cli/failures.py).
+        summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen, start,
+                              on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward,
+                              reduce=self.dist.reduce_window)
         seconds = time.perf_counter() - t0
         record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
                                     {**summary, "steps": job.steps, "seconds": seconds,

@@ -29,8 +29,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write (a full disk) names the file it was for
         raise
     _fsync_dir(path.parent)
     return hashlib.sha256(data).hexdigest()

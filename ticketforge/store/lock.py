@@ -31,6 +31,10 @@ class RunLock:
         self._fd = fd
         return self
 
+    def check(self) -> None:
+        """Refuse now, in the same words, if another process holds the run (taken and let go at once)."""
+        self.acquire().release()
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

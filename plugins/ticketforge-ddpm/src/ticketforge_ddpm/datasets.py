@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ticketforge.cache import files_fingerprint
 from ticketforge.errors import TicketforgeError, UsageError
 
 from .image_folders import cache_dir, imagefolder
@@ -42,10 +43,18 @@ def _no_options(name: str, options: dict[str, Any]) -> None:
 class ArrayImages(Dataset):
     """Images held in memory as uint8 ``[N, C, H, W]``, with int labels; items are scaled to [0, 1]."""
 
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, sources: list[Path] | None = None) -> None:
         if images.dim() == 3:
             images = images[:, None]
-        self.images, self.labels = images, labels.long()
+        if labels.shape[0] != images.shape[0]:
+            where = f" ({', '.join(map(str, sources))})" if sources else ""
+            raise UsageError(f"{images.shape[0]} images but {labels.shape[0]} labels{where}: the image and "
+                             f"label files are of different datasets or splits; put matching files there")
+        self.images, self.labels, self.sources = images, labels.long(), sources
+
+    def fingerprint(self) -> str | None:
+        """The data cache's key: the sha256 of the files read (None for embedded data: not cached)."""
+        return files_fingerprint(self.sources, extra="array-images") if self.sources else None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -88,7 +97,8 @@ def mnist(root: str | None = None, download: bool = False, train: bool = True, *
     for directory in (base, base / "MNIST" / "raw"):
         images, labels = _find(directory, images_stem), _find(directory, labels_stem)
         if images and labels:
-            return ArrayImages(torch.from_numpy(read_idx(images).copy()), torch.from_numpy(read_idx(labels).astype(np.int64)))
+            return ArrayImages(torch.from_numpy(read_idx(images).copy()), torch.from_numpy(read_idx(labels).astype(np.int64)),
+                               sources=[images, labels])
     if download:
         from torchvision.datasets import MNIST
         try:

@@ -12,16 +12,15 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ticketforge.cache import cache_root, files_fingerprint
 from ticketforge.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def cache_dir() -> Path:
-    """``$TICKETFORGE_CACHE``, else ``$XDG_CACHE_HOME/ticketforge``, else ``~/.cache/ticketforge``."""
-    if os.environ.get("TICKETFORGE_CACHE"):
-        return Path(os.environ["TICKETFORGE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ticketforge"
+    """The cache root, by ticketforge's one rule (:func:`ticketforge.cache.cache_root`)."""
+    return cache_root()
 
 
 class ImageFiles(Dataset):
@@ -31,19 +30,44 @@ class ImageFiles(Dataset):
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], mode: str = "RGB",
                  size: int | None = None) -> None:
         self.files, self.labels, self.classes, self.mode, self.size = files, labels, classes, mode, size
+        self._first: tuple[Path, tuple[int, ...]] | None = None  # the first decoded image and its shape
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def fingerprint(self) -> str:
+        """sha256 of every image file's bytes with its class and the decoding options (the data
+        cache's key; hashed once per size and mtime)."""
+        listing = "\n".join(f"{self.classes[label]}/{f.name}" for f, label in zip(self.files, self.labels))
+        return files_fingerprint(self.files, extra=f"imagefolder|{self.mode}|{self.size}|{listing}")
+
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
         from torchvision.transforms import functional as TF
 
-        with Image.open(self.files[i]) as img:
-            img = img.convert(self.mode)
-            if self.size is not None:
-                img = TF.center_crop(TF.resize(img, self.size), self.size)
-            return TF.pil_to_tensor(img).float() / 255.0, self.labels[i]
+        file = self.files[i]
+        try:
+            with Image.open(file) as img:
+                img = img.convert(self.mode)
+                if self.size is not None:
+                    img = TF.center_crop(TF.resize(img, self.size), self.size)
+                image = TF.pil_to_tensor(img).float() / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL's decoders raise these
+            reason = "not a readable image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            raise UsageError(f"{file} is {reason if reason.startswith('not ') else f'damaged ({reason})'}: "
+                             f"replace or delete it") from None
+        shape = tuple(image.shape)
+        if self._first is None:
+            self._first = (file, shape)
+        elif shape != self._first[1]:
+            first, first_shape = self._first
+            raise UsageError(f"images differ in size: {file} is {_hw(shape)}, {first} is {_hw(first_shape)}; "
+                             f"resize them all to one size")
+        return image, self.labels[i]
+
+
+def _hw(shape: tuple[int, ...]) -> str:
+    return f"{shape[-1]}x{shape[-2]}"
 
 
 def extract_tar(archive: Path) -> Path:

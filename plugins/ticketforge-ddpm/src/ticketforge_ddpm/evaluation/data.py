@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,14 +13,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ticketforge.cache import cache_root as core_cache_root
 from ticketforge.errors import UsageError
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$TICKETFORGE_CACHE``, else ``~/.cache/ticketforge``."""
+    """``cache_dir``, else ticketforge's one cache rule (:func:`ticketforge.cache.cache_root`)."""
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(os.environ.get("TICKETFORGE_CACHE") or Path.home() / ".cache" / "ticketforge")
+    return core_cache_root()
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 from ticketforge.hookspecs import hookimpl
 from ticketforge.records import ComponentRecord, Option
 
-_CACHE = (Option("cache_dir", str, None, "cache folder (default $TICKETFORGE_CACHE or ~/.cache/ticketforge)"),
+_CACHE = (Option("cache_dir", str, None, "cache folder (default $TICKETFORGE_CACHE, else $XDG_CACHE_HOME/ticketforge or ~/.cache/ticketforge)"),
           Option("dataset_key", str, None, "name for the dataset's caches (default: a hash of its content)"))
 
 
