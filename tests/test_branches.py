@@ -127,7 +127,7 @@ def test_starts_are_the_weights_they_name(run, registry):
     assert not _same(re1, re7) and reinit["branch"]["init_seed"] == 1  # the run's init seed (0) + 1
     # the names say what the branch is
     names = sorted(p.name.rsplit("-", 1)[0] for p in (run / "branches").iterdir())
-    assert names == ["ticket-init", "ticket-reinit", "ticket-reinit", "ticket-tau", "ticket-trained1"]
+    assert names == ["ticket-init", "ticket-reinit", "ticket-reinit", "ticket-tau0.5", "ticket-trained1"]
 
 
 def test_dense_branch_trains_every_weight(run, registry):

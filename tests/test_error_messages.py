@@ -179,9 +179,12 @@ def test_engine_and_dict_overrides_are_type_checked(registry, tmp_path):
 def test_file_in_the_way_of_the_run_folder(runner, home):
     (home / "thesis.txt").write_text("do not touch")
     before = snapshot(home)
-    for out in (home / "thesis.txt", home / "thesis.txt" / "run"):
-        assert_one_line(runner.invoke(cli, ["run", *TOY, "--out", str(out)]), 2,
-                        f"a file is in the way at {home / 'thesis.txt'}", "choose another --out")
+    # the run folder itself is a file: the run store's own refusal
+    assert_one_line(runner.invoke(cli, ["run", *TOY, "--out", str(home / "thesis.txt")]), 2,
+                    f"{home / 'thesis.txt'} is a file, not a run folder", "give a folder with --out")
+    # a file where a folder above it should be: the OS error, named
+    assert_one_line(runner.invoke(cli, ["run", *TOY, "--out", str(home / "thesis.txt" / "run")]), 2,
+                    f"a file is in the way at {home / 'thesis.txt'}", "choose another --out")
     assert snapshot(home) == before
 
 

@@ -60,7 +60,7 @@ class BranchInfo:
 
     @property
     def kind(self) -> str:
-        """``masks-start`` (``ticket-tau``, ``random-f0.2``, ``none-trained3``): what the plot legends group by."""
+        """``masks-start`` (``ticket-tau``, ``ticket-tau0.2``, ``none-trained3``): what the plot legends group by."""
         return branch_kind(self.branch, self.name)
 
     @property

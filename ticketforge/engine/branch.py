@@ -103,11 +103,15 @@ def parent_digest(config: dict[str, Any]) -> str:
 
 
 def branch_name(config: dict[str, Any], ticket_sha256: str, fields: dict[str, Any]) -> str:
-    """``<masks>-<start>-<12 hex>``: the start folder-safe (``trained:3`` -> ``trained3``), the hash over
+    """``<masks>-<start>-<12 hex>``: the start folder-safe (``trained:3`` -> ``trained3``, a rewind point at
+    fraction 0.2 ``tau0.2``), the hash over
     the run, the ticket's masks and every setting of the branch."""
     blob = json.dumps({"run": parent_digest(config), "ticket_sha256": ticket_sha256, **fields},
                       sort_keys=True, default=str).encode()
-    return f"{fields['masks']}-{fields['start'].replace(':', '')}-{hashlib.sha256(blob).hexdigest()[:12]}"
+    start = fields["start"].replace(":", "")
+    if fields.get("rewind_fraction") is not None:  # another rewind point is another kind of control
+        start += f"{fields['rewind_fraction']:g}"
+    return f"{fields['masks']}-{start}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
 def _engine(run_dir: Path, config: dict[str, Any], device: str | None, registry: Registry | None,
