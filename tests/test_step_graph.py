@@ -16,7 +16,6 @@ from ticketforge import Engine, hookimpl
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.train import RoundSetup, make_optimizer, train_round
-from ticketforge.errors import TicketforgeError
 from ticketforge.registry import get_registry
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -165,7 +164,7 @@ def test_captured_run_resumes_mid_round_to_the_same_masks(toy_config, registry, 
     config = dataclasses.replace(toy_config, device="cuda", cuda_graphs=True)
     reference = Engine(dataclasses.replace(config, out=str(tmp_path / "ref")), registry=registry).run()
     registry.pm.register(_StopAt(1, 15), name="stop")
-    with pytest.raises(TicketforgeError, match="interrupted"):
+    with pytest.raises(KeyboardInterrupt):  # the command line turns it into its one line (cli/main.py)
         Engine(config, registry=registry).run()
     registry.pm.unregister(name="stop")
     resumed = Engine(config, registry=registry).run()
