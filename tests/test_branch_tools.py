@@ -88,6 +88,12 @@ def test_resolve_by_name_prefix_and_errors(env):
     run, names, _ = env
     assert resolve_branch(run, names["random1"]).name == names["random1"]
     assert resolve_branch(run, "random").name == names["random1"]  # a unique prefix
+    assert resolve_branch(run, "none").name == names["none2"]
+    assert resolve_branch(run, "reinit").name == names["unfinished"]  # whole parts of the name: its start
+    with pytest.raises(UsageError, match="no branch 'einit'"):
+        resolve_branch(run, "einit")  # part of a part is no match
+    with pytest.raises(UsageError, match="ambiguous"):
+        resolve_branch(run, "tau")  # the start of four branches
     with pytest.raises(UsageError, match="ambiguous") as ambiguous:
         resolve_branch(run, "ticket-tau")  # two ticket-tau branches
     assert names["ticket1"] in str(ambiguous.value) and names["ticket2"] in str(ambiguous.value)

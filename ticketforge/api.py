@@ -114,7 +114,8 @@ def record_metrics(run: str | Path, round: int, metrics: dict[str, Any]) -> None
 
 def load_branch(run: str | Path, name: str, *, ema: bool = True, device: str = "cpu",
                 registry: Registry | None = None) -> LoadedRound:
-    """Load the finished branch ``name`` of ``run`` (full name or unique prefix; see ticketforge.branches).
+    """Load the finished branch ``name`` of ``run`` (full name, unique prefix or whole parts such as
+    ``reinit``; see :func:`ticketforge.branches.resolve_branch`).
 
     Its ``config["branch"]`` says what it is (``of_round``, ``masks``, ``start``, ...); ``round`` is 0.
     """

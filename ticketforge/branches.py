@@ -144,14 +144,16 @@ def list_branches(run: str | Path) -> list[BranchInfo]:
 
 
 def resolve_branch(run: str | Path, name: str) -> BranchInfo:
-    """The branch of ``run`` called ``name``, or whose name starts with it when only one does.
+    """The branch of ``run`` called ``name``, or the one branch whose name starts with it or whose name
+    holds it as whole dash-separated parts (``reinit`` for ``ticket-reinit-<hash>``, ``ticket-tau``).
 
     Raises:
         UsageError: no branch or several match; the message lists the known names.
     """
     branches = list_branches(run)
     exact = [b for b in branches if b.name == name]
-    matches = exact or [b for b in branches if b.name.startswith(name)]
+    matches = exact or [b for b in branches if b.name.startswith(name)] or \
+        [b for b in branches if f"-{name}-" in f"-{b.name}-"]
     if len(matches) == 1:
         return matches[0]
     if not branches:

@@ -140,7 +140,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @round_option
 @click.option("--round-b", type=int, default=None, help="Round of RUN_B when it differs from --round.")
 @click.option("--branch", "branch_a", default=None, metavar="NAME",
-              help="A branch of RUN_A instead of a round (name or unique prefix).")
+              help="A branch of RUN_A instead of a round (name, unique prefix or part such as reinit).")
 @click.option("--branch-b", default=None, metavar="NAME",
               help="A branch of RUN_B instead of a round (RUN_B may be RUN_A: a ticket against its branch).")
 @click.option("--mode", type=click.Choice(["weights", "activations"]), default="weights", show_default=True)

@@ -166,7 +166,8 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @round_option
 @click.option("--all", "all_rounds", is_flag=True, help="Evaluate every finished round.")
 @click.option("--branch", default=None, metavar="NAME",
-              help="Evaluate this branch of RUN (name or unique prefix; `inspect RUN` lists them).")
+              help="Evaluate this branch of RUN (name, unique prefix or part such as reinit; "
+                   "`inspect RUN` lists them).")
 @click.option("--branches", "all_branches", is_flag=True,
               help="Evaluate every finished branch of RUN (with --all: the rounds too), in one process.")
 @click.option("--evaluator", required=True, help="Evaluator name (ticketforge list shows them): fid, fd-lenet, ...")

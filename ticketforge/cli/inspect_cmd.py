@@ -98,7 +98,8 @@ def _branch_header(branch: dict[str, Any], path: str) -> str:
 @click.command("inspect")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--branch", "branch_name", default=None, metavar="NAME",
-              help="Show this branch of RUN (its name or a unique prefix; `inspect RUN` lists them).")
+              help="Show this branch of RUN (its name, a unique prefix or a part such as reinit; "
+                   "`inspect RUN` lists them).")
 @click.option("--groups", "show_groups", is_flag=True, help="Also show per-group sparsity of the last round.")
 @json_option
 def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool) -> None:

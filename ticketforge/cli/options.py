@@ -46,8 +46,8 @@ def echo_json(obj: Any) -> None:
 round_option = click.option("--round", "round_", type=int, default=None,
                             help="Round index (0 is dense); default: the last finished round. -1 counts back.")
 branch_option = click.option("--branch", default=None, metavar="NAME",
-                             help="A branch of RUN instead of a round (name or unique prefix; `inspect RUN` lists "
-                                  "them). A branch folder may also be given as RUN.")
+                             help="A branch of RUN instead of a round (name, unique prefix or part such as reinit; "
+                                  "`inspect RUN` lists them). A branch folder may also be given as RUN.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
