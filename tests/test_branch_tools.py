@@ -283,3 +283,29 @@ def test_report_draws_the_ticket_against_its_branches(env, tmp_path):
     line = next(line for line in md.splitlines() if names["random1"] in line)
     assert line.startswith("| 1 |") and "| random |" in line and "0.9000" in line and "mean_pixel" in line
     assert "step 7 of 20" in next(line for line in md.splitlines() if names["unfinished"] in line)
+
+
+# -- real branches: the reading side on what `ticketforge branch` writes ----------------------------
+def test_real_branches_are_read_like_the_fakes(tmp_path, monkeypatch):
+    """`branch` (the training side) and the reading commands agree on the layout: inspect lists the
+    branches under their round, eval stores scores in each branch's own record, report plots them."""
+    from ticketforge import branch
+    registry = registry_module.build_registry(plugins=[sys.modules["toy_plugin"], _EvalPlugin()])
+    monkeypatch.setattr(registry_module, "_registry", registry)
+    run = tmp_path / "run"
+    Engine(RunConfig(model="toy", schedule="uniform", p=20.0, rounds=1, steps_per_round=10, device="cpu",
+                     out=str(run), log_every=5, checkpoint_every=10, artifacts=False), registry=registry).run()
+    made = {masks: branch(run, 1, masks=masks, registry=registry)["branch"]["name"] for masks in ("ticket", "random")}
+    runner = CliRunner(env={"COLUMNS": "250"})
+    doc = json.loads(_ok(runner.invoke(cli, ["inspect", str(run), "--json"])).output)
+    assert sorted(b["name"] for b in doc["branches"]) == sorted(made.values())
+    assert all(b["of_round"] == 1 for b in doc["branches"])
+    _ok(runner.invoke(cli, ["eval", str(run), "--all", "--branches", "--evaluator", "mean-pixel", "--samples", "4"]))
+    for name in made.values():
+        record = RunStore(run / "branches" / name).round_record(0)
+        assert record["metrics"]["mean-pixel"]["n_samples"] == 4
+    assert "mean-pixel" in RunStore(run).round_record(1)["metrics"]  # the round kept its own score
+    out = tmp_path / "report"
+    _ok(runner.invoke(cli, ["report", str(run), "--out", str(out)]))
+    text = (out / "report.md").read_text()
+    assert all(name in text for name in made.values())

@@ -234,5 +234,5 @@ def test_nan_rewind_weights_stop_the_next_round(runner, tmp_path):
     shutil.rmtree(run / "rounds/0002")
     _craft(run, "rewind.safetensors", _nan)
     result = runner.invoke(cli, args)
-    assert_one_line(result, 1, "rewind weights is damaged", "mid.weight has 576 NaN", "--fresh")
+    assert_one_line(result, 1, f"{run / 'rewind.safetensors'} is damaged", "mid.weight has 576 NaN", "--fresh")
     assert RunStore(run).finished_rounds() == [0, 1]

@@ -370,23 +370,27 @@ class Engine:
         self.store.write_tensors(rel, {t.name: m for t, m in zip(targets, masks)})
         return masks
 
-    def _start_weights(self, k: int, theta_0: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The weights round k starts from: theta_0 for round 0, else the rewind point."""
+    def _start_weights(self, k: int, theta_0: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """The weights round k starts from (theta_0 for round 0, else the rewind point) and the file they
+        come from, named in any error about them."""
         cfg = self.config
+        init = str(self.run_dir / "init.safetensors")
         if k == 0:
-            return theta_0
+            return theta_0, init
         if cfg.baseline == "random-reinit":
-            if not self.store.has("reinit.safetensors"):
+            rel = "reinit.safetensors"
+            if not self.store.has(rel):
                 torch.manual_seed(hash_seed(cfg.seed, "reinit"))
-                self.store.write_tensors("reinit.safetensors", plain_state_dict(self.spec.build()))
-            return self.store.read_tensors("reinit.safetensors")
-        if cfg.rewind == "init":
-            return theta_0
-        if cfg.rewind == "none":
-            return self.store.read_tensors(f"{round_dir(k - 1)}/weights.safetensors")
-        if not self.store.has(THETA_TAU):
-            raise CheckpointError(f"{self.run_dir}/{THETA_TAU} (theta_tau) is missing: start over with --fresh")
-        return self.store.read_tensors(THETA_TAU)
+                self.store.write_tensors(rel, plain_state_dict(self.spec.build()))
+        elif cfg.rewind == "init":
+            return theta_0, init
+        elif cfg.rewind == "none":
+            rel = f"{round_dir(k - 1)}/weights.safetensors"
+        else:
+            rel = THETA_TAU
+            if not self.store.has(rel):
+                raise CheckpointError(f"{self.run_dir}/{THETA_TAU} (theta_tau) is missing: start over with --fresh")
+        return self.store.read_tensors(rel), str(self.run_dir / rel)
 
     def _train_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
                      batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
@@ -395,8 +399,8 @@ class Engine:
         self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
         points = RewindPoints.for_round_0(math.ceil(cfg.tau_frac * cfg.steps_per_round), cfg.keep_rewind_points,
                                           cfg.steps_per_round) if k == 0 else RewindPoints({})
-        job = TrainingJob(k, k, self.store, masks, self._start_weights(k, theta_0), "rewind weights",
-                          cfg.steps_per_round, points)
+        start, source = self._start_weights(k, theta_0)
+        job = TrainingJob(k, k, self.store, masks, start, source, cfg.steps_per_round, points)
         return self._train_masked(job, network, groups, targets, batches, state)
 
     def _train_masked(self, job: "TrainingJob", network: nn.Module, groups: list[ModuleGroup],
