@@ -101,16 +101,19 @@ def test_settings_method_names_the_object_and_unnameable_settings_are_refused(to
 
 
 def test_a_finished_run_extended_ends_with_the_masks_of_an_uninterrupted_run(toy_config, registry, tmp_path):
-    whole = Engine(dataclasses.replace(toy_config, rounds=4, out=str(tmp_path / "whole")), registry=registry).run()
+    # the case: a 10-round run extended to 20 against a 20-round run (4 steps a round keeps it quick)
+    short = dataclasses.replace(toy_config, steps_per_round=4, log_every=2, checkpoint_every=2)
+    whole = Engine(dataclasses.replace(short, rounds=20, out=str(tmp_path / "whole")), registry=registry).run()
     out = str(tmp_path / "grown")
-    first = Engine(dataclasses.replace(toy_config, rounds=2, out=out), registry=registry).run()
+    first = Engine(dataclasses.replace(short, rounds=10, out=out), registry=registry).run()
     seconds = [r["metrics"]["seconds"] for r in first]
-    grown = Engine(dataclasses.replace(toy_config, rounds=4, out=out), registry=registry).run()
-    assert [r["round"] for r in grown] == [0, 1, 2, 3, 4]
-    assert [r["metrics"]["seconds"] for r in grown[:3]] == seconds  # rounds 0-2 kept, not trained again
+    grown = Engine(dataclasses.replace(short, rounds=20, out=out), registry=registry).run()
+    assert [r["round"] for r in grown] == list(range(21))
+    assert [r["metrics"]["seconds"] for r in grown[:11]] == seconds  # rounds 0-10 kept, not trained again
     assert _digests(grown) == _digests(whole)
-    assert RunStore(out).read_config()["rounds"] == 4  # the record says how far the run went
-    shorter = Engine(dataclasses.replace(toy_config, rounds=1, out=out), registry=registry).run()
+    assert grown[-1]["mask_sha256"] == whole[-1]["mask_sha256"]
+    assert RunStore(out).read_config()["rounds"] == 20  # the record says how far the run went
+    shorter = Engine(dataclasses.replace(short, rounds=1, out=out), registry=registry).run()
     assert _digests(shorter) == _digests(whole)  # asking for less trains nothing and loses nothing
 
 
