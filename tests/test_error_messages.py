@@ -99,6 +99,21 @@ def open_folder():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def read_only_folder(parent: Path, name: str = "locked") -> Path:
+    """A folder that exists and that the unprivileged user cannot write into."""
+    folder = parent / name
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def forbid(monkeypatch, module, name: str, what: str) -> None:
+    """Make ``module.name`` fail the test if called: the refusal must come before that work."""
+    def called(*args, **kwargs):
+        raise AssertionError(what)
+    monkeypatch.setattr(module, name, called)
+
+
 class _Evaluations:
     """A toy evaluator that counts how often it ran."""
 
@@ -189,9 +204,7 @@ def test_file_in_the_way_of_the_run_folder(runner, home):
 
 
 def test_read_only_out_and_default_runs_folder(runner, open_folder, monkeypatch):
-    locked = open_folder / "locked"
-    locked.mkdir(mode=0o555)
-    locked.chmod(0o555)
+    locked = read_only_folder(open_folder)
     monkeypatch.chdir(locked)  # the default --out is runs/<name> under here
     with unprivileged():
         result = runner.invoke(cli, ["run", *TOY, "--out", str(locked / "run")])
@@ -247,13 +260,8 @@ def test_disk_full_mid_run_keeps_finished_rounds_and_resumes(runner, tmp_path, m
 def test_sample_refusals_come_before_the_sampling(runner, finished_run, open_folder, monkeypatch, case):
     import ticketforge.cli.sample_cmd as sample_cmd
 
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the round was loaded before the request was checked")
-
-    monkeypatch.setattr(sample_cmd, "load_round", no_loading)
-    locked = open_folder / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    forbid(monkeypatch, sample_cmd, "load_round", "the round was loaded before the request was checked")
+    locked = read_only_folder(open_folder)
     args, code, needles = {
         "n0": (["--n", "0"], 2, ["--n must be at least 1"]),
         "steps0": (["--steps", "0"], 2, ["--steps must be at least 1"]),
@@ -279,13 +287,8 @@ def test_sample_writes_its_grid(runner, finished_run, open_folder):
 def test_unwritable_plot_is_refused_before_the_comparison(runner, finished_run, open_folder, monkeypatch):
     import ticketforge.cli.compare_cmd as compare_cmd
 
-    def no_work(*args, **kwargs):
-        raise AssertionError("compared before checking --plot")
-
-    monkeypatch.setattr(compare_cmd, "compare_rounds", no_work)
-    locked = open_folder / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    forbid(monkeypatch, compare_cmd, "compare_rounds", "compared before checking --plot")
+    locked = read_only_folder(open_folder)
     with unprivileged():
         result = runner.invoke(cli, ["compare", str(finished_run), str(finished_run), "--plot",
                                      str(locked / "cka.png")])
@@ -428,13 +431,8 @@ def test_unwritable_report_folder_is_refused_before_the_summaries(runner, finish
     pytest.importorskip("matplotlib")
     import ticketforge.cli.report_cmd as report_cmd
 
-    def no_work(*args, **kwargs):
-        raise AssertionError("summarized before checking --out")
-
-    monkeypatch.setattr(report_cmd, "summarize_run", no_work)
-    locked = open_folder / "report"
-    locked.mkdir()
-    locked.chmod(0o555)  # it exists, and cannot be written into
+    forbid(monkeypatch, report_cmd, "summarize_run", "summarized before checking --out")
+    locked = read_only_folder(open_folder, "report")
     with unprivileged():
         result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked)])
     assert_one_line(result, 2, f"permission denied for {locked}", "--out")
