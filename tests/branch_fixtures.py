@@ -49,7 +49,7 @@ def fake_branch(run: str | Path, of_round: int, *, masks: str = "ticket", start:
                               "rewind_fraction": rewind_fraction, "steps": steps, "seed": seed,
                               "init_seed": None, "parent_run": ".."}
     digest = hashlib.sha256(json.dumps(branch, sort_keys=True).encode()).hexdigest()[:12]
-    start_form = f"f{rewind_fraction:g}" if rewind_fraction is not None else start.replace(":", "")
+    start_form = start.replace(":", "") + (f"{rewind_fraction:g}" if rewind_fraction is not None else "")
     name = f"{masks}-{start_form}-{digest}"
     branch["name"] = name
     store = RunStore(Path(run) / "branches" / name)

@@ -285,6 +285,17 @@ def test_report_draws_the_ticket_against_its_branches(env, tmp_path):
     assert "step 7 of 20" in next(line for line in md.splitlines() if names["unfinished"] in line)
 
 
+def test_a_kind_is_not_taken_for_the_start_of_another(env, made):
+    """`ticket-tau` names the kind ticket-tau, though it also starts ticket-tau0.2-<hash>."""
+    run, registry = env[0], made[2]
+    shutil.rmtree(run / "branches")
+    tau = fake_branch(run, 1, registry=registry).name
+    point = fake_branch(run, 1, rewind_fraction=0.2, registry=registry).name
+    assert point.startswith("ticket-tau0.2-") and {b.kind for b in list_branches(run)} == {"ticket-tau", "ticket-tau0.2"}
+    assert resolve_branch(run, "ticket-tau").name == tau
+    assert resolve_branch(run, "tau0.2").name == point
+
+
 # -- real branches: the reading side on what `ticketforge branch` writes ----------------------------
 def test_real_branches_are_read_like_the_fakes(tmp_path, monkeypatch):
     """`branch` (the training side) and the reading commands agree on the layout: inspect lists the

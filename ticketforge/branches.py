@@ -85,10 +85,9 @@ def branch_kind(branch: dict[str, Any], name: str = "") -> str:
     """``masks-start`` of a branch: from its name without the hash, else from its branch dict."""
     if _HASH_TAIL.search(name):
         return _HASH_TAIL.sub("", name)
-    if branch.get("rewind_fraction") is not None:
-        start = f"f{float(branch['rewind_fraction']):g}"
-    else:
-        start = str(branch.get("start", "?")).replace(":", "")
+    start = str(branch.get("start", "?")).replace(":", "")
+    if branch.get("rewind_fraction") is not None:  # the rule of the folder names (engine/branch.py)
+        start += f"{float(branch['rewind_fraction']):g}"
     return f"{branch.get('masks', '?')}-{start}"
 
 
@@ -144,16 +143,18 @@ def list_branches(run: str | Path) -> list[BranchInfo]:
 
 
 def resolve_branch(run: str | Path, name: str) -> BranchInfo:
-    """The branch of ``run`` called ``name``, or the one branch whose name starts with it or whose name
-    holds it as whole dash-separated parts (``reinit`` for ``ticket-reinit-<hash>``, ``ticket-tau``).
+    """The branch of ``run`` called ``name``, else the one branch whose name holds it as whole
+    dash-separated parts (``reinit`` for ``ticket-reinit-<hash>``; ``ticket-tau`` is not
+    ``ticket-tau0.2-<hash>``), else the one whose name starts with it.
 
     Raises:
         UsageError: no branch or several match; the message lists the known names.
     """
     branches = list_branches(run)
     exact = [b for b in branches if b.name == name]
-    matches = exact or [b for b in branches if b.name.startswith(name)] or \
-        [b for b in branches if f"-{name}-" in f"-{b.name}-"]
+    # whole parts before prefixes: `ticket-tau` is the kind ticket-tau, not also ticket-tau0.2
+    matches = exact or [b for b in branches if f"-{name}-" in f"-{b.name}-"] or \
+        [b for b in branches if b.name.startswith(name)]
     if len(matches) == 1:
         return matches[0]
     if not branches:

@@ -32,7 +32,14 @@ class CheckpointError(TicketforgeError):
 
 
 class TrainingDiverged(TicketforgeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint is kept.
+
+    ``detail`` says what happened; the engine puts advice after it that works for the run at hand
+    (a lower ``--lr`` is another run)."""
+
+    def __init__(self, detail: str, advice: str = "train again with a lower --lr"):
+        super().__init__(f"{detail}: {advice}")
+        self.detail = detail
 
 
 class TicketforgeWarning(UserWarning):

@@ -268,16 +268,14 @@ class Engine:
     def _diverged(self, exc: TrainingDiverged) -> TrainingDiverged:
         """The divergence with advice that works: the learning rate is part of the run's identity, so a
         lower one is a new run (a new folder by its hash; under --out another folder, or --fresh)."""
-        detail = getattr(exc, "detail", None)
-        if detail is None:
-            return exc
+        detail = exc.detail
         lower = f"--lr {self.config.lr / 2:g}" if self.config.lr else "a lower --lr"
         if self.config.out:
             advice = (f"to train with a lower learning rate, give the same command with {lower} and another "
                       f"--out (or with --fresh to discard this run)")
         else:
             advice = f"to train with a lower learning rate, give the same command with {lower} (a new run folder)"
-        return TrainingDiverged(f"{detail}; {advice}")
+        return TrainingDiverged(detail, advice)
 
     def _run_locked(self, network: nn.Module, groups: list[ModuleGroup]) -> list[dict[str, Any]]:
         cfg, store = self.config, self.store

@@ -63,9 +63,7 @@ class RewindPoints:
             what = "theta_tau (the rewind point)" if THETA_TAU in due else "a kept rewind point"
             detail = (f"the weights became non-finite in round 0 before step {done} ({bad}), where {what} is "
                       f"taken; it was not kept, and the last good checkpoint is")
-            diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
-            diverged.detail = detail  # the engine replaces the advice with a command that works
-            raise diverged
+            raise TrainingDiverged(detail)  # the engine adds advice that works for this run
         for rel in due:
             self.taken[rel] = weights
 

@@ -141,9 +141,7 @@ def train_round(
                 else f"last finite loss {loss_at:.4g} at step {int(step_at)}"
             detail = (f"loss became non-finite at round {setup.round_index}, step {first_bad} ({before}); "
                       f"the last good checkpoint is kept")
-            diverged = TrainingDiverged(f"{detail}: train again with a lower --lr")
-            diverged.detail = detail  # the engine replaces the advice with a command that works
-            raise diverged
+            raise TrainingDiverged(detail)  # the engine adds advice that works for this run
         return window_loss
 
     window, t_window, last_loss = 0, time.perf_counter(), float("nan")
