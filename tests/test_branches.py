@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import ticketforge.registry as registry_module
 from ticketforge import Engine, branch, hookimpl, load_round
+from ticketforge.branches import list_branches
 from ticketforge.cli.main import cli
 from ticketforge.errors import CheckpointError, TicketforgeError
 from ticketforge.pruning.state import plain_state_dict
@@ -251,3 +252,14 @@ def test_cli_trains_then_skips_and_prints_json(runner, run):
     assert not_a_run.exit_code == 1 and "is not a ticketforge run" in not_a_run.output
     nested = runner.invoke(cli, ["branch", doc["path"], "--round", "0"])
     assert nested.exit_code == 2 and "is a branch, not a run" in nested.output
+
+
+def test_fresh_clears_the_runs_branches_and_keeps_other_files(toy_config, run, registry):
+    """Branches were trained from the masks --fresh deletes: they go with them (a stale one would be
+    listed, scored and even skipped as finished for the new run); a file the store did not write stays."""
+    made = branch(run, 1, masks="random", registry=registry)
+    (run / "branches" / "notes.txt").write_text("mine")
+    Engine(dataclasses.replace(toy_config, keep_rewind_points=[0.5]), registry=registry, fresh=True).run()
+    assert not _folder(run, made).exists()
+    assert (run / "branches" / "notes.txt").read_text() == "mine"
+    assert list_branches(run) == []

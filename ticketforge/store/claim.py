@@ -91,14 +91,25 @@ def _inside(run_dir: Path, rel: str) -> Path | None:
 def clear_run(run_dir: str | Path) -> None:
     """Delete a run's files (call it holding the run's lock; the lock file itself stays).
 
-    Only what the store wrote goes: the manifest's files, the log, the store's temp files, the config
-    and, last, the manifest (an interrupted clear leaves a run that --fresh can clear again). Other
-    files, and folders that are not empty once the run's files are gone, are left where they are.
+    Only what the store wrote goes: its lottery branches (each a run folder of its own under
+    ``branches/``, cleared the same way: they were trained from the masks now deleted), the manifest's
+    files, the log, the store's temp files, the config and, last, the manifest (an interrupted clear
+    leaves a run that --fresh can clear again). Other files, and folders that are not empty once the
+    run's files are gone, are left where they are.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return
     check_run_folder(run_dir, fresh=True)  # again, under the lock
+    branches = run_dir / "branches"
+    for branch in sorted(branches.iterdir()) if branches.is_dir() else []:
+        if branch.is_dir() and is_run(branch):
+            clear_run(branch)
+            (branch / LOCK).unlink(missing_ok=True)
+            if not any(branch.iterdir()):
+                branch.rmdir()
+    if branches.is_dir() and not any(branches.iterdir()):
+        branches.rmdir()
     files = manifest_files(run_dir) or {}
     folders = store_folders(run_dir, list(files))
     for rel in sorted(files):
