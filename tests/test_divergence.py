@@ -67,3 +67,13 @@ def test_the_advice_without_out_works(toy_config, registry, tmp_path):
     engine = Engine(dataclasses.replace(config, lr=0.005), model=Exploding(None), registry=registry)
     assert [r["round"] for r in engine.run()] == [0, 1]
     assert len(list((tmp_path / "runs").iterdir())) == 2  # the diverged run is still there, untouched
+
+
+def test_a_diverged_branch_gives_advice_a_branch_can_follow(toy_config, registry):
+    from ticketforge import branch
+    Engine(dataclasses.replace(toy_config, rounds=1), model=Exploding(None), registry=registry).run()
+    with pytest.raises(TrainingDiverged) as info:
+        branch(toy_config.out, 1, masks="random", model=Exploding(3), registry=registry)
+    message = str(info.value)
+    assert "step 3" in message and "resumes" in message and "a run made with it" in message
+    assert "--out" not in message and "--fresh" not in message  # no run flags: `branch` has none of them

@@ -30,16 +30,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError, UsageError
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, UsageError
 from ..protocols import ModelSpec
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import plain_state_dict
 from ..registry import Registry
+from ..store.read_checks import round_masks
 from ..store import RunStore
 from ..store.run_store import round_dir
-from .config import EXTENT_FIELDS, NON_IDENTITY_FIELDS, RunConfig
+from .config import RunConfig, identity_of
 from .data import hash_seed
-from .groups import flatten, group_tensors, mask_digest, module_groups, prune_targets
+from .groups import flatten, group_tensors, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
 
 MASK_MODES = ("ticket", "random", "none")
@@ -47,7 +48,6 @@ START_MODES = ("tau", "init", "reinit", "trained:J")
 BRANCHES = "branches"
 
 # How far a run goes is not what it is: extending a run must not rename its branches.
-_NOT_PARENT_IDENTITY = NON_IDENTITY_FIELDS | EXTENT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _trained_round(start: str) -> int | None:
 
 def parent_digest(config: dict[str, Any]) -> str:
     """sha256 of what a stored run config computes (its name's scheme and how far it goes left out)."""
-    identity = {k: v for k, v in config.items() if k not in _NOT_PARENT_IDENTITY and k != "branch"}
+    identity = identity_of({k: v for k, v in config.items() if k != "branch"})  # the run hash's own rule
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -166,6 +166,9 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
     try:
         with engine.dist.run_lock(run_dir):  # a branch writes inside the run: one writer at a time
             return _branch_locked(engine, parent, config, request)
+    except TrainingDiverged as exc:  # a branch has no --lr of its own: it trains with the run's settings
+        raise TrainingDiverged(exc.detail, "the same command resumes from that checkpoint; a branch trains with "
+                                           "its run's learning rate, so a lower one needs a run made with it") from None
     finally:
         if reporter is not None:
             engine.registry.pm.unregister(name="branch-reporter")
@@ -180,15 +183,8 @@ def _branch_locked(engine: Any, parent: RunStore, config: dict[str, Any],
     network = engine.spec.build()
     groups = module_groups(engine.spec, network)
     targets = prune_targets(groups)
-    stored = parent.read_tensors(f"{round_dir(k)}/masks.safetensors")
-    try:
-        ticket = [stored[t.name].bool() for t in targets]
-    except KeyError as exc:
-        raise CheckpointError(f"{parent.path / round_dir(k)}/masks.safetensors has no mask for {exc}: "
-                              f"the run was made with another model version") from None
-    if mask_digest(ticket) != record_k.get("mask_sha256"):
-        raise CheckpointError(f"round {k}'s masks in {parent.path} do not match its record's mask_sha256: "
-                              f"the run was changed by hand; run it again with --fresh")
+    stored = round_masks(parent, k, targets)  # bool, the model's shapes, the record's mask_sha256
+    ticket = [stored[t.name] for t in targets]
     steps = request.steps or cfg.steps_per_round
     init_seed = _reinit_seed(config, request)
     start, source = _start_weights(engine, parent, config, request, init_seed)

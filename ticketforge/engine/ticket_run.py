@@ -17,10 +17,10 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from ..errors import CheckpointError, ConfigError, UsageError
+from ..errors import ConfigError, UsageError
 from ..protocols import PruneTarget
+from ..store.read_checks import round_masks
 from ..store import RunStore
-from ..store.run_store import round_dir
 from .config import RUNTIME_FIELDS, RunConfig, config_differences
 
 
@@ -76,9 +76,5 @@ def ticket_masks(k: int, config: RunConfig, asked: RunConfig, model_config: dict
     if diff:
         raise ConfigError(f"ticket run {folder} has another config than this run's ticket ({'; '.join(diff[:3])}): "
                           f"give --ticket-run the folder of this config's run with --baseline none")
-    masks = store.read_tensors(f"{round_dir(k)}/masks.safetensors")
-    try:
-        return [masks[t.name].bool() for t in targets]
-    except KeyError as exc:
-        raise CheckpointError(f"{folder}/{round_dir(k)}/masks.safetensors has no mask for {exc}: "
-                              f"it belongs to another model") from None
+    masks = round_masks(store, k, targets)  # bool, the model's shapes, the record's mask_sha256
+    return [masks[t.name] for t in targets]
