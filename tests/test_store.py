@@ -105,6 +105,19 @@ def test_damaged_checkpoint_restarts_the_round_instead_of_failing(tmp_path, refe
     assert _digests(out) == reference
 
 
+
+def test_a_checkpoint_refused_part_way_leaves_none_of_its_state(tmp_path, reference):
+    """Its weights load, its optimizer state does not: the round restarts from its start weights,
+    not from the checkpoint's weights at step 0."""
+    out = tmp_path / "run"
+    assert _toy(out, "--kill-at-step", "1:15").returncode == -9
+    store = RunStore(out)
+    ckpt = store.read_checkpoint("checkpoint.pt")
+    store.write_checkpoint("checkpoint.pt", {**ckpt, "optimizer": {"state": {}, "param_groups": []}})
+    resumed = _toy(out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _digests(out) == reference
+
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_config, registry):
     import toy_plugin
 

@@ -411,14 +411,22 @@ class Engine:
         cfg, store, k, i = self.config, job.store, job.seed_round, job.index
         masks = job.masks
         apply_masks(targets, [m.to(self.device) for m in masks])
-        load_plain_state_dict(network, job.start, source=job.start_source)
         sparsity = sparsity_of(masks)
-        optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
-        ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
-        gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
-        torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
         points = job.points
+
+        def from_the_start() -> tuple[torch.optim.Optimizer, EMA | None, torch.Generator]:
+            load_plain_state_dict(network, job.start, source=job.start_source)
+            optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
+            ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
+            gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
+            torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
+            return optimizer, ema, gen
+
+        optimizer, ema, gen = from_the_start()
         start = self._resume(k, network, optimizer, ema, gen, store=store, index=i, points=points)
+        if start == 0 and store.has(CHECKPOINT):  # a checkpoint refused part-way may have left some of its state
+            optimizer, ema, gen = from_the_start()
+            points.restore(None)
         if start == 0:
             points.at_step(0, network)  # a point at step 0 (tau_frac 0): the start weights themselves
         setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
