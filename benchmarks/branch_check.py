@@ -4,9 +4,9 @@ One process, the product's own API: a short run (``--rounds`` prunings of ``--st
 points kept), then the branches of its last round (``ticket`` from theta_tau, which must repeat the
 round; ``random`` masks; ``reinit``; ``init``; the kept point at 0.2; dense), each timed, then every
 round and branch scored in one process (``evaluate_items``: one featurizer, one compiled denoiser).
-Writes ``branch_check.json``. On a GPU (compile, CUDA graphs, bf16) a ``ticket``+``tau`` branch is
-not bitwise equal to its round (cuDNN is not deterministic): the JSON gives the gap relative to how
-far training moved the weights, and both final losses.
+Writes ``branch_check.json`` (with the commit it ran at). A ``ticket``+``tau`` branch repeats its
+round bit for bit on a CPU; on a GPU nothing guarantees that (cuDNN may pick non-deterministic
+kernels), so the JSON gives the gap relative to how far training moved the weights, and both losses.
 
     python benchmarks/branch_check.py OUT --preset mnist --dataset mnist --data-root .data/mnist \
         --steps 600 --rounds 2 --compile --precision bf16 --samples 10000
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"args": vars(args), "torch": torch.__version__,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or None
+    doc: dict[str, Any] = {"args": vars(args), "commit": commit, "torch": torch.__version__,
                            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
     def save() -> None:
@@ -71,7 +74,8 @@ def main() -> None:
                        log_every=max(1, args.steps // 6), checkpoint_every=args.steps)
     t0 = time.perf_counter()
     records = Engine(config).run()
-    doc["run"] = {"seconds": time.perf_counter() - t0,
+    doc["run"] = {"seconds": time.perf_counter() - t0, "seed": 0,
+                  "batch_size": RunStore(out / "run").read_config()["batch_size"],
                   "rounds": [{"round": r["round"], "sparsity": r["sparsity"], "loss": r["metrics"]["loss"],
                               "seconds": r["metrics"]["seconds"], "steps_per_s": r["metrics"]["steps_per_s"]}
                              for r in records]}

@@ -15,7 +15,7 @@ from ..store.read_checks import verify_run
 from .options import echo_json, json_option
 
 
-def inspect_run(run: str) -> dict:
+def inspect_run(run: str, branches: list[BranchInfo] | None = None) -> dict:
     """The ``inspect --json`` document: run path, resolved config, every finished round, every branch.
 
     A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``.
@@ -25,7 +25,7 @@ def inspect_run(run: str) -> dict:
     verify_run(store, config)  # report only what the files hold: a damaged one is an error naming it
     doc: dict[str, Any] = {"run": str(store.path), "config": config,
                            "rounds": [store.round_record(k) for k in store.finished_rounds()],
-                           "branches": [b.to_json() for b in list_branches(run)]}
+                           "branches": [b.to_json() for b in (list_branches(run) if branches is None else branches)]}
     if isinstance(config.get("branch"), dict):
         doc["branch"] = config["branch"]
     return doc
@@ -114,7 +114,8 @@ def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool)
     if info is not None and info.error:
         from ..errors import UsageError
         raise UsageError(f"branch {info.name} of {run} cannot be read: {info.error}")
-    doc = inspect_run(str(info.path) if info else run)
+    listed = [] if info else list_branches(run)  # a branch folder has no branches of its own
+    doc = inspect_run(str(info.path) if info else run, listed)
     if info is not None:
         doc["parent_run"] = run
     if as_json:
@@ -133,9 +134,8 @@ def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool)
         rounds = [parent.round_record(k)] if k is not None and k in parent.finished_rounds() else []
         console.print(rounds_and_branches_table(rounds, [info], title=f"round {k} and this branch"))
     elif doc["branches"]:
-        branches = list_branches(run)
-        console.print(rounds_and_branches_table(doc["rounds"], branches))
-        if any(not b.finished for b in branches):
+        console.print(rounds_and_branches_table(doc["rounds"], listed))
+        if any(not b.finished for b in listed):
             console.print("[dim]unfinished branches resume when their `ticketforge branch` command is given again[/]")
     else:
         console.print(rounds_table(doc["rounds"]))
