@@ -63,7 +63,6 @@ class SamplerCache:
         self.base: nn.Module | None = None
         self.network: nn.Module | None = None
         self.resolved = ""
-        self.builds = 0
 
     def load(self, network: nn.Module) -> tuple[nn.Module, str]:
         """The sampling network holding ``network``'s weights, and the resolved precision."""
@@ -71,7 +70,6 @@ class SamplerCache:
         if self.base is None or not copy_state_into(self.base, network):
             self.base = network.to(self.device)
             self.network, self.resolved = sampling_network(self.base, self.precision, self.compile, self.device)
-            self.builds += 1
         assert self.network is not None
         return self.network, self.resolved
 

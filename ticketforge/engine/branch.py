@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +241,7 @@ def _start_weights(engine: Any, parent: RunStore, config: dict[str, Any], reques
             raise UsageError(f"--start trained:{j}: round {j} of {parent.path} is not finished (finished rounds: "
                              f"{', '.join(map(str, finished)) or 'none'})")
         return parent.read_tensors(f"{round_dir(j)}/weights.safetensors"), f"round {j}'s trained weights"
-    tau = math.ceil(cfg.tau_frac * cfg.steps_per_round)
+    tau = point_step(cfg.tau_frac, cfg.steps_per_round)
     step = tau if request.rewind_fraction is None else point_step(request.rewind_fraction, cfg.steps_per_round)
     if step == tau:
         if not parent.has(THETA_TAU):

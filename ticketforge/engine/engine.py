@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import time
 from contextlib import nullcontext
@@ -37,7 +36,7 @@ from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
-from .rewind import THETA_TAU, RewindPoints
+from .rewind import THETA_TAU, RewindPoints, point_step
 from .settings import component_settings
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
@@ -395,7 +394,7 @@ class Engine:
         cfg = self.config
         masks = self._masks_for(k, network, targets, batches)
         self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
-        points = RewindPoints.for_round_0(math.ceil(cfg.tau_frac * cfg.steps_per_round), cfg.keep_rewind_points,
+        points = RewindPoints.for_round_0(point_step(cfg.tau_frac, cfg.steps_per_round), cfg.keep_rewind_points,
                                           cfg.steps_per_round) if k == 0 else RewindPoints({})
         start, source = self._start_weights(k, theta_0)
         job = TrainingJob(k, k, self.store, masks, start, source, cfg.steps_per_round, points)
