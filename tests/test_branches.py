@@ -203,11 +203,26 @@ def test_a_moved_run_branches_alike_and_a_damaged_one_is_refused(run, registry, 
         branch(damaged, 1, start="init", registry=registry)
 
 
-def test_a_run_in_use_is_not_branched(run, registry):
+def test_a_branch_trains_beside_its_run_and_locks_only_its_own_folder(run, registry):
+    """Round K's files never change once finished: a branch reads them while another process holds the
+    run (training later rounds, or other branches), and refuses only a second writer of the same branch."""
     with RunLock(run):
+        made = branch(run, 1, registry=registry)
+    folder = _folder(run, made)
+    assert made["branch"]["of_round"] == 1 and 0 in RunStore(folder).finished_rounds()
+    with RunLock(folder):
         with pytest.raises(TicketforgeError, match="in use by pid"):
             branch(run, 1, registry=registry)
-    assert not (run / "branches").exists()
+        assert branch(run, 1, masks="random", registry=registry)["branch"]["masks"] == "random"
+
+
+def test_fresh_deletes_nothing_while_a_branch_trains(toy_config, run, registry):
+    made = branch(run, 1, masks="random", registry=registry)
+    before = _files(run)
+    with RunLock(_folder(run, made)):
+        with pytest.raises(TicketforgeError, match="is training in another process.*nothing was deleted"):
+            Engine(dataclasses.replace(toy_config, keep_rewind_points=[0.5]), registry=registry, fresh=True).run()
+    assert _files(run) == before
 
 
 @pytest.fixture

@@ -163,8 +163,7 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
     if reporter is not None:
         engine.registry.pm.register(reporter, name="branch-reporter")
     try:
-        with engine.dist.run_lock(run_dir):  # a branch writes inside the run: one writer at a time
-            return _branch_locked(engine, parent, config, request)
+        return _branch(engine, parent, config, request)
     except TrainingDiverged as exc:  # a branch has no --lr of its own: it trains with the run's settings
         raise TrainingDiverged(exc.detail, "the same command resumes from that checkpoint; a branch trains with "
                                            "its run's learning rate, so a lower one needs a run made with it") from None
@@ -173,8 +172,14 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
             engine.registry.pm.unregister(name="branch-reporter")
 
 
-def _branch_locked(engine: Any, parent: RunStore, config: dict[str, Any],
-                   request: BranchRequest) -> tuple[dict[str, Any], Path, bool]:
+def _branch(engine: Any, parent: RunStore, config: dict[str, Any],
+            request: BranchRequest) -> tuple[dict[str, Any], Path, bool]:
+    """Read round K of the run, then train under the branch folder's own lock.
+
+    The run's lock is not taken: a finished round's files never change (and every read is verified),
+    so branches of one run, and the run's later rounds, can train side by side; ``--fresh`` on the run
+    takes each branch's lock before it deletes anything.
+    """
     from .engine import RunState, TrainingJob, set_matmul_precision
 
     cfg, k = engine.config, request.of_round
@@ -194,23 +199,24 @@ def _branch_locked(engine: Any, parent: RunStore, config: dict[str, Any],
     name = branch_name(config, record_k["mask_sha256"], fields)
     described = {**fields, "name": name, "parent_run": ".."}
     folder = parent.path / BRANCHES / name
-    store = engine.dist.store(RunStore(folder))
-    store.clean()
-    if store.exists():
-        if store.read_config().get("branch") != described:
-            raise CheckpointError(f"{folder} holds another branch than its name says (changed by hand): "
-                                  f"delete that folder and give the command again")
-        if 0 in store.finished_rounds():
-            return store.round_record(0), folder, False
-    else:
-        store.write_config({**config, "branch": described})
-    set_matmul_precision(engine.precision)
-    network.to(engine.device)
-    state = RunState(folder, {**config, "branch": described}, engine.spec, [g.name for g in groups], engine.device,
-                     network)
-    job = TrainingJob(k, 0, store, masks, start, source, steps, RewindPoints({}), {"branch": described})
-    record = engine._train_masked(job, network, groups, targets, engine._batches(), state)
-    return record, folder, True
+    with engine.dist.run_lock(folder):  # one writer per branch; check_run_folder refuses a foreign folder
+        store = engine.dist.store(RunStore(folder))
+        store.clean()
+        if store.exists():
+            if store.read_config().get("branch") != described:
+                raise CheckpointError(f"{folder} holds another branch than its name says (changed by hand): "
+                                      f"delete that folder and give the command again")
+            if 0 in store.finished_rounds():
+                return store.round_record(0), folder, False
+        else:
+            store.write_config({**config, "branch": described})
+        set_matmul_precision(engine.precision)
+        network.to(engine.device)
+        state = RunState(folder, {**config, "branch": described}, engine.spec, [g.name for g in groups],
+                         engine.device, network)
+        job = TrainingJob(k, 0, store, masks, start, source, steps, RewindPoints({}), {"branch": described})
+        record = engine._train_masked(job, network, groups, targets, engine._batches(), state)
+        return record, folder, True
 
 
 def _reinit_seed(config: dict[str, Any], request: BranchRequest) -> int | None:

@@ -13,8 +13,9 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TicketforgeError
 from .atomic import clean_temp_files, is_temp_file
+from .lock import RunLock
 from .run_store import CONFIG, FORMAT, LOG, MANIFEST, store_folders
 
 LOCK = "lock"  # RunLock's file
@@ -88,6 +89,15 @@ def _inside(run_dir: Path, rel: str) -> Path | None:
     return run_dir.joinpath(*parts)
 
 
+def _hold_branch(branch: Path) -> RunLock:
+    try:
+        return RunLock(branch).acquire()
+    except TicketforgeError:
+        raise TicketforgeError(f"branch {branch.name} of {branch.parent.parent} is training in another process: "
+                               f"wait for it to finish (or stop it), then give --fresh again; nothing was deleted"
+                               ) from None
+
+
 def clear_run(run_dir: str | Path) -> None:
     """Delete a run's files (call it holding the run's lock; the lock file itself stays).
 
@@ -102,12 +112,19 @@ def clear_run(run_dir: str | Path) -> None:
         return
     check_run_folder(run_dir, fresh=True)  # again, under the lock
     branches = run_dir / "branches"
-    for branch in sorted(branches.iterdir()) if branches.is_dir() else []:
-        if branch.is_dir() and is_run(branch):
+    found = [b for b in sorted(branches.iterdir()) if b.is_dir() and is_run(b)] if branches.is_dir() else []
+    held: list[RunLock] = []
+    try:
+        for branch in found:  # a branch trains under its own lock, not the run's: take each, or delete nothing
+            held.append(_hold_branch(branch))
+        for branch in found:
             clear_run(branch)
             (branch / LOCK).unlink(missing_ok=True)
             if not any(branch.iterdir()):
                 branch.rmdir()
+    finally:
+        for lock in held:
+            lock.release()
     if branches.is_dir() and not any(branches.iterdir()):
         branches.rmdir()
     files = manifest_files(run_dir) or {}
