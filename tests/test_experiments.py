@@ -73,3 +73,82 @@ def test_cka_script_compares_same_init_and_other_init_tickets(tmp_path):
 
     assert mean_cka("data1") > 0.9 > mean_cka("init1")
     assert (tmp_path / "cka" / "cka-init1-activations.png").exists()
+
+
+# -- experiments/study/part1.py: the plan it makes, and one whole tiny part in its own processes --------
+STUDY = EXPERIMENTS / "study"
+
+
+def _part1():
+    return load_script(STUDY / "part1.py")
+
+
+def test_part1_plans_the_sparsities_the_engine_prunes_to(tmp_path):
+    """The planner's sparsity per round (from the schedule alone) is the one a run reaches, so the
+    cells sit at the rounds nearest their targets and the run ends where the plan says."""
+    part1 = _part1()
+    config = RunConfig(preset="tiny", schedule="incremental", p=30.0, q=2.0, rounds=3, steps_per_round=2,
+                       device="cpu", out=str(tmp_path / "run"), artifacts=False, log_every=1)
+    records = Engine(config).run()
+    planned, cap = part1.planned_sparsities(config, 5)
+    assert cap == 3 and planned[:4] == pytest.approx([r["sparsity"] for r in records], abs=1e-12)
+    assert planned[2] < planned[3] < planned[4]
+    assert part1.nearest_rounds(planned, [planned[1] + 1e-3, planned[3] - 1e-3], 3) == [1, 3]
+    assert part1.last_round(planned, planned[2] - 1e-6, cap=10) == 2 and part1.last_round(planned, 0.999, cap=3) == 3
+
+
+def test_part1_plan_has_each_control_of_each_cell_and_scores_every_training(tmp_path):
+    part1 = _part1()
+    data, study = part1.read_study(STUDY / "rewind.toml", [], [])
+    assert Path(data["data-root"]) == (EXPERIMENTS.parent / ".data" / "mnist").resolve()  # the file's folder
+    config = RunConfig.from_dict({**data, "preset": "tiny", "data-root": None, "dataset": None})
+    jobs, chosen = part1.make_plan(config, study, tmp_path)
+    by_id = {j.id: j for j in jobs}
+    assert len(chosen["cells"]) == 3 and set(study["cut-order"]) <= set(by_id)
+    assert by_id["run-s1"].args["config"]["rounds"] == chosen["cells"][0]["round"]
+    branches = [j for j in jobs if j.kind == "branch"]
+    # 3 cells x 4 controls for seed 0, the first cell's 4 for seed 1, the dense branch, the repro check
+    assert len(branches) == 3 * 4 + 4 + 2
+    assert {j.args["start"] for j in branches} == {"tau", "init", "reinit"}
+    assert [j.args["rewind_fraction"] for j in branches if j.id.endswith("tau0.2")] == [0.2] * 4
+    for j in branches:
+        assert [(p, k) for p, k in j.needs_rounds] == [(j.args["run"], j.args["round"])]
+        assert j.id == "repro" or f"score:{j.id}" in by_id
+    scored_rounds = sorted(j.args["round"] for j in jobs if j.kind == "score" and "round" in j.args and
+                           j.args["path"].endswith("seed0"))
+    assert scored_rounds == sorted({0, *[c["round"] for c in chosen["cells"]], chosen["last_round"]})
+    assert part1.parse_control("random-tau") == {"masks": "random", "start": "tau", "rewind_fraction": None}
+    with pytest.raises(SystemExit, match="unknown control"):
+        part1.parse_control("ticket-late")
+
+
+def test_part1_runs_a_tiny_part_end_to_end(tmp_path):
+    """The scheduler, its workers (one training, one scoring: each its own process) and the report, on
+    two tiny rounds: every job finishes, the scores land in the JSON, the repro branch repeats its round."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "p1"
+    sets = ['preset="tiny"', "steps-per-round=8", "compile=false", 'precision="auto"', 'dataset="mnist-sample"',
+            "data-root=", "batch-size=8", "warmup-steps=1", "target-sparsity=0.3", "log-every=4",
+            "checkpoint-every=4", 'device="cpu"', "keep-rewind-points=[0.0, 0.25]"]
+    study = ["sparsities=[0.3]", 'controls=["random-tau", "ticket-tau0.25"]', "spread-seed=", "samples=16",
+             "sample-steps=2", "train-workers=1", "cut-order=[]", "evaluator-options={max_steps=2, "
+             "reference_samples=16, kid_subsets=2, kid_subset_size=8, batch_size=16}"]
+    argv = [sys.executable, str(STUDY / "part1.py"), str(STUDY / "rewind.toml"), "--out", str(out), "--no-mps"]
+    argv += [a for s in sets for a in ("--set", s)] + [a for s in study for a in ("--study-set", s)]
+    env = {**os.environ, "TICKETFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads((out / "results" / "part1.json").read_text())
+    assert {j: v["state"] for j, v in doc["jobs"].items() if v["state"] != "done"} == {}
+    kinds = sorted((c["cell"], c["kind"]) for c in doc["cells"])
+    assert kinds == [("0.3", "random-tau"), ("0.3", "ticket"), ("0.3", "ticket-tau0.25"),
+                     ("dense", "none-tau"), ("dense", "ticket"), ("r2", "ticket")]  # r2: the run's last round
+    assert all(c["fd_lenet"] is not None and c["n_samples"] == 16 for c in doc["cells"])
+    assert doc["repro"]["masks_equal"] and doc["repro"]["weights_bit_identical"]
+    assert (out / "results" / "part1_fd.png").exists() and (out / "results" / "part1_samples.png").exists()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)  # resumes: nothing redone
+    assert again.returncode == 0 and all(c["score_reused"] for c in json.loads(
+        (out / "results" / "part1.json").read_text())["cells"]), again.stdout[-2000:] + again.stderr[-2000:]

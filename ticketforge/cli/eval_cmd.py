@@ -74,50 +74,83 @@ class SamplerCache:
         return self.network, self.resolved
 
 
-def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str, steps: int,
-                   options: dict[str, Any], seed: int = 0, device: str = "auto", ema: bool = True,
-                   precision: str = "auto", compile: bool = False) -> list[dict[str, Any]]:
-    """Evaluate each item (rounds of a run, branches) in this process and record its scores with it.
+class Scoring:
+    """One evaluator, dataset and (compiled) denoiser for many items, scored one at a time as they come.
 
     Scores are stored in the item's round record under the evaluator's name (a branch's own record
     for a branch), with the seed, whether EMA weights were used and the denoiser's precision and
-    compilation; each evaluation draws its samples from ``seed``. The evaluator, the dataset and the
-    (compiled) denoiser are made once for all items. Under torchrun the evaluator shards the sampling
-    over the processes and rank 0 stores the scores.
+    compilation; each evaluation draws its samples from ``seed``. The dataset is the first item's run's
+    (a branch trains on its run's dataset); later items must share it. Under torchrun the evaluator
+    shards the sampling over the processes and rank 0 stores the scores.
     """
-    from ..api import load_round, record_metrics
-    from ..engine import distributed
-    from ..engine.engine import resolve_device
-    from ..registry import get_registry
-    from ..store import RunLock, RunStore
 
+    def __init__(self, evaluator_name: str, *, n_samples: int, sampler: str, steps: int, options: dict[str, Any],
+                 seed: int = 0, device: str = "auto", ema: bool = True, precision: str = "auto",
+                 compile: bool = False) -> None:
+        from ..engine import distributed
+        from ..engine.engine import resolve_device
+        from ..registry import get_registry
+
+        self.evaluator_name, self.n_samples, self.sampler, self.steps = evaluator_name, n_samples, sampler, steps
+        self.seed, self.ema, self.compile = seed, ema, compile
+        self.registry = get_registry()
+        self.evaluator = self.registry.create("evaluators", evaluator_name, **options)
+        self.ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
+        self.denoiser = SamplerCache(precision, compile, self.ctx.device)
+        self.dataset: Any = None
+        self._dataset_of: tuple[Any, Any] | None = None
+
+    def check_lock(self, path: str) -> None:
+        """Refuse, before any work, a run (or branch) that another process is writing."""
+        from ..store import RunLock
+        self.ctx.on_main(RunLock(path).check)
+
+    def _data(self, path: str) -> Any:
+        from ..store import RunStore
+        config = RunStore(path).read_config()
+        key = (config["dataset"], config.get("data_root"))
+        if self._dataset_of is None:
+            self.dataset = self.registry.create("datasets", config["dataset"], root=config.get("data_root"),
+                                                download=bool(config.get("download")), train=True)
+            self._dataset_of = key
+        elif key != self._dataset_of:
+            raise UsageError(f"{path} trains on {key[0]} ({key[1]}), the items before it on {self._dataset_of[0]} "
+                             f"({self._dataset_of[1]}): score runs of other data in another evaluation")
+        return self.dataset
+
+    def score(self, item: EvalItem) -> dict[str, Any]:
+        """Score one item, store its scores, and return them with what was scored."""
+        from ..api import load_round, record_metrics
+
+        dataset = self._data(item.path)
+        loaded = load_round(item.path, item.round, ema=self.ema, device="cpu")
+        network, resolved = self.denoiser.load(loaded.network)
+        dev = self.ctx.device
+        gen = torch.Generator(device=dev).manual_seed(self.seed)
+        scores = self.evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=self.n_samples,
+                                         generator=gen, device=dev, sampler=self.sampler, steps=self.steps)
+        scores = {**scores, "seed": self.seed, "ema": self.ema, "precision": resolved, "compile": self.compile}
+        if self.ctx.is_main:
+            record_metrics(item.path, loaded.round, {self.evaluator_name: scores})
+        branch = loaded.config.get("branch") if isinstance(loaded.config.get("branch"), dict) else None
+        return {"round": loaded.round, "branch": item.branch or (branch or {}).get("name"),
+                "of_round": (branch or {}).get("of_round"), "run": str(item.path),
+                "sparsity": loaded.record.get("sparsity"), "evaluator": self.evaluator_name, "scores": scores}
+
+
+def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str, steps: int,
+                   options: dict[str, Any], seed: int = 0, device: str = "auto", ema: bool = True,
+                   precision: str = "auto", compile: bool = False) -> list[dict[str, Any]]:
+    """Evaluate each item (rounds of a run, branches) in this process and record its scores with it
+    (see :class:`Scoring`); every item's lock is checked before the first is scored."""
     if not items:
         raise UsageError("nothing to evaluate")
-    registry = get_registry()
-    evaluator = registry.create("evaluators", evaluator_name, **options)
-    ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
-    dev = ctx.device
-    config = RunStore(items[0].path).read_config()  # a branch trains on its run's dataset
+    scoring = Scoring(evaluator_name, n_samples=n_samples, sampler=sampler, steps=steps, options=options,
+                      seed=seed, device=device, ema=ema, precision=precision, compile=compile)
     for path in dict.fromkeys(item.path for item in items):  # refused before the work, not after it
-        ctx.on_main(RunLock(path).check)
-    dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
-                              download=bool(config.get("download")), train=True)
-    denoiser = SamplerCache(precision, compile, dev)
-    results = []
-    for item in items:
-        loaded = load_round(item.path, item.round, ema=ema, device="cpu")
-        network, resolved = denoiser.load(loaded.network)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        scores = evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=n_samples,
-                                    generator=gen, device=dev, sampler=sampler, steps=steps)
-        scores = {**scores, "seed": seed, "ema": ema, "precision": resolved, "compile": compile}
-        if ctx.is_main:
-            record_metrics(item.path, loaded.round, {evaluator_name: scores})
-        branch = loaded.config.get("branch") if isinstance(loaded.config.get("branch"), dict) else None
-        results.append({"round": loaded.round, "branch": item.branch or (branch or {}).get("name"),
-                        "of_round": (branch or {}).get("of_round"), "run": str(item.path),
-                        "sparsity": loaded.record.get("sparsity"), "evaluator": evaluator_name, "scores": scores})
-    ctx.barrier()  # every process returns once rank 0 stored the scores
+        scoring.check_lock(path)
+    results = [scoring.score(item) for item in items]
+    scoring.ctx.barrier()  # every process returns once rank 0 stored the scores
     return results
 
 
