@@ -96,6 +96,8 @@ def planned_sparsities(config: Any, rounds: int) -> tuple[list[float], int]:
     out = [0.0]
     total = sum(m.numel() for m in masks)
     for _ in range(rounds):
+        if out[-1] >= (config.target_sparsity or 1.0):  # the run stops here
+            break
         scores = [torch.rand(m.shape, generator=gen) for m in masks]
         new = engine.schedule.prune(group_tensors(targets, scores), group_tensors(targets, masks))
         masks = [m.bool() for m in flatten(new)]
@@ -187,6 +189,9 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
     from ticketforge import Engine, RunConfig, branch
     from ticketforge.registry import get_registry
 
+    log = os.open(study["log-dir"] + f"/worker{wid}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)  # the engine's own progress goes to this worker's log, not into the scheduler's
+    os.dup2(log, 2)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # small convolutions on a shared CPU
     get_registry().pm.register(_StepReporter(outbox, wid), name="study-progress")
@@ -403,8 +408,15 @@ class Scheduler:
         return time.time() - self.t0 + train_end + tail
 
     def maybe_cut(self) -> None:
-        end = self.projected_end()
         budget = self.study["budget-minutes"] * 60
+        if time.time() - self.t0 > budget - 120:  # no new training now: what is trained still gets scored
+            for job in self.jobs.values():
+                if job.kind in ("run", "branch") and job.state == "todo":
+                    job.state = "cut"
+                    self.cuts.append({"job": job.id, "at_s": time.time() - self.t0, "budget_s": budget,
+                                      "why": "not started 2 minutes before the budget ends"})
+                    self.say(f"cut {job.id}: not started 2 minutes before the budget ends")
+        end = self.projected_end()
         if end is None or end <= budget or time.time() - self.last_cut < 30:
             return
         for jid in self.study.get("cut-order", []):
@@ -594,7 +606,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  f"(they are: {', '.join(j.id for j in jobs if j.kind == 'branch')})")
     mps = not args.no_mps and start_mps(out)
     log = open(out / "results" / "part1.log", "a")
-    sched = Scheduler(jobs, study, study["train-workers"], log)
+    sched = Scheduler(jobs, {**study, "log-dir": str(out / "results")}, study["train-workers"], log)
     sched.say(f"plan: {len([j for j in jobs if j.kind in ('run', 'branch')])} trainings, "
               f"{len([j for j in jobs if j.kind == 'score'])} scores; cells at rounds "
               f"{[c['round'] for c in chosen['cells']]} (planned sparsity "
