@@ -64,7 +64,9 @@ from .options import parse_fractions, parse_key_values
                    "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
                    "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
-@click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
+@click.option("--out", default=None,
+              help="Run folder. [default: runs/<model>-<schedule>[-<scorer>][-<baseline>]-<config hash>, "
+                   "scorer and baseline when not the default]")
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")
 @click.option("--artifacts/--no-artifacts", default=None, help="Write sample grids each round. [default: on]")

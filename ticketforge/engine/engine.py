@@ -37,6 +37,7 @@ from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, point_step
+from .run_folder import default_run_dir
 from .settings import component_settings
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
@@ -153,16 +154,6 @@ def _component_name(obj: Any, kind: str = "component") -> str:
     name = f"python:{type(obj).__module__}.{type(obj).__qualname__}"
     settings = component_settings(obj, kind)
     return name + (json.dumps(settings, separators=(",", ":"), sort_keys=True) if settings else "")
-
-
-def _slug(name: str) -> str:
-    """A folder-safe short form of a component name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split("{")[0].removeprefix("python:").rsplit(".", 1)[-1])
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    """``runs_root/<model>-<schedule>-<hash of the identity>``: where a run without ``out`` lives."""
-    return Path(config.runs_root) / f"{_slug(config.model)}-{_slug(config.schedule)}-{config.digest()}"
 
 
 class Engine:
