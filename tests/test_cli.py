@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import toy_plugin
 import torch
 from click.testing import CliRunner
+from torch.utils.data import TensorDataset
 
 import ticketforge.registry as registry_module
+from ticketforge import ComponentRecord, hookimpl
 from ticketforge.cli.main import cli
+from ticketforge.errors import ConfigError
+from ticketforge.registry import build_registry
+from ticketforge.store import RunStore
 
 
 @pytest.fixture
@@ -73,6 +80,40 @@ def test_unknown_data_path_and_missing_run_are_failures(runner, tmp_path):
     result = runner.invoke(cli, ["inspect", str(tmp_path)])
     assert result.exit_code == 1 and "is not a ticketforge run" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+class _Uncached(TensorDataset):
+    def fingerprint(self) -> None:  # no data cache for a test's images
+        return None
+
+
+class _FolderData:
+    """A dataset read from --data-root, refused in one line when that folder is missing."""
+
+    @hookimpl
+    def ticketforge_datasets(self):
+        return [ComponentRecord("folder-data", self.load, "the toy images, from a folder that must exist")]
+
+    @staticmethod
+    def load(root=None, download=False, train=True):
+        if root is None or not Path(root).is_dir():
+            raise ConfigError(f"no images in {root}: give their folder with --data-root")
+        return _Uncached(*toy_plugin.toy_data().tensors)
+
+
+def test_a_wrong_data_root_leaves_nothing_that_refuses_the_corrected_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    runner, out, data = CliRunner(), tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    wrong = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(tmp_path / "dta"))
+    assert wrong.exit_code == 2 and wrong.stderr.splitlines() == [
+        f"Error: no images in {tmp_path / 'dta'}: give their folder with --data-root"], wrong.output
+    corrected = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(data))
+    assert corrected.exit_code == 0, corrected.output
+    assert RunStore(out).read_config()["data_root"] == str(data) and RunStore(out).finished_rounds() == [0, 1]
+    # Still one run folder per config: another one is refused before its data is read.
+    other = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(tmp_path / "dta"))
+    assert other.exit_code == 2 and "holds a run with another config (data_root:" in other.stderr, other.output
 
 
 def test_toml_config_with_flag_override(runner, tmp_path):

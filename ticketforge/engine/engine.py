@@ -271,17 +271,12 @@ class Engine:
         cfg, store = self.config, self.store
         store.clean()
         resolved = {**dataclasses.asdict(cfg), "model_config": self.spec.config}
-        if store.exists():
-            stored = store.read_config()
+        stored = store.read_config() if store.exists() else None
+        if stored is not None:
             diff = config_differences(stored, resolved)
             if diff:
                 raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(diff[:3])}): "
                                   f"use another --out, or --fresh to overwrite it")
-            extent = {k: resolved[k] for k in EXTENT_FIELDS}
-            if any(stored.get(k) != v for k, v in extent.items()):
-                store.write_config({**stored, **extent})  # the run goes further (or less far) this time
-        else:
-            store.write_config(resolved)
         network.to(self.device)
         targets = prune_targets(groups)
         state = RunState(self.run_dir, resolved, self.spec, [g.name for g in groups], self.device, network)
@@ -289,6 +284,12 @@ class Engine:
         state.rounds = [store.round_record(k) for k in finished]  # before run_start: hooks see a resume
         self.hooks.ticketforge_run_start(run=state)
         batches = self._batches()
+        # The config is written once the data has loaded: a wrong --data-root leaves a folder with nothing
+        # in it, which the corrected command starts in, instead of a run of the wrong path refusing it.
+        if stored is None:
+            store.write_config(resolved)
+        elif any(stored.get(k) != resolved[k] for k in EXTENT_FIELDS):
+            store.write_config({**stored, **{k: resolved[k] for k in EXTENT_FIELDS}})  # goes further (or less far)
         theta_0 = self._initial_weights(network)
         k = 0
         while True:
