@@ -116,6 +116,33 @@ def test_a_wrong_data_root_leaves_nothing_that_refuses_the_corrected_command(mon
     assert other.exit_code == 2 and "holds a run with another config (data_root:" in other.stderr, other.output
 
 
+def test_paths_in_a_toml_file_are_relative_to_its_folder_and_flags_to_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "experiments").mkdir()
+    cfg = tmp_path / "experiments" / "c.toml"
+    cfg.write_text('model = "toy"\nschedule = "uniform"\nrounds = 1\nsteps-per-round = 4\ndevice = "cpu"\n'
+                   'dataset = "folder-data"\ndata-root = "../data"\nout = "runs/a"\nartifacts = false\n')
+    monkeypatch.chdir(tmp_path)  # where ../data and runs/a would be other folders
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", "--config", "experiments/c.toml", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = RunStore(tmp_path / "experiments" / "runs" / "a").read_config()
+    assert config["data_root"] == "data" and config["out"] == "experiments/runs/a"  # as the working directory sees them
+    assert not (tmp_path / "runs").exists()
+    result = runner.invoke(cli, ["run", "--config", str(cfg), "--out", "b", "--data-root", "data", "--quiet"])
+    assert result.exit_code == 0, result.output  # flags: relative to the working directory
+    assert RunStore(tmp_path / "b").read_config()["data_root"] == "data"
+
+
+def test_toml_paths_that_are_absolute_or_home_relative_are_kept(tmp_path):
+    from ticketforge.engine.config import relative_to_file
+    data = {"data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": "t", "runs-root": "../r", "seed": 1}
+    assert relative_to_file(data, tmp_path / "exp") == {
+        "data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": str(tmp_path / "exp" / "t"),
+        "runs-root": str(tmp_path / "r"), "seed": 1}
+
+
 def test_toml_config_with_flag_override(runner, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('model = "toy"\nschedule = "uniform"\nrounds = 1\nsteps-per-round = 10\np = 50.0\n'

@@ -16,7 +16,8 @@ from .options import parse_fractions, parse_key_values
 
 @click.command("run")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML file with the same keys as these flags (flags override it).")
+              help="TOML file with the same keys as these flags (flags override it). Paths in it are relative "
+                   "to its folder; paths given as flags, to the working directory.")
 @click.option("--model", default=None, help="Model plugin name (see `ticketforge list models`). [default: ddpm-unet]")
 @click.option("--preset", default=None, help="Model preset, e.g. tiny, mnist, cifar10. [default: the model's]")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
