@@ -43,6 +43,54 @@ def test_run_then_inspect_json_has_the_stable_shape(runner, tmp_path):
     assert 0.15 < r1["sparsity"] < 0.25 and len(r1["mask_sha256"]) == 64
 
 
+class _StopAt:
+    """Stops a run at a training step as Ctrl-C does (the checkpoint before that step is kept)."""
+
+    def __init__(self, round_index: int, step: int):
+        self.at = (round_index, step)
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop,line", [
+    ((0, 15), "round 0: step 10 of 20 (checkpointed)"),
+    ((0, 5), "round 0: step 0 of 20 (no checkpoint yet: it starts at step 0)"),
+    ((1, 15), "round 1: step 10 of 20 (checkpointed)"),
+])
+def test_inspect_of_an_unfinished_round_shows_its_step(runner, registry, tmp_path, stop, line):
+    out = tmp_path / "run"
+    stopper = _StopAt(*stop)
+    registry.pm.register(stopper)
+    try:
+        stopped = _toy_run(runner, out, "--steps-per-round", "20", "--log-every", "5", "--checkpoint-every", "10")
+    finally:
+        registry.pm.unregister(stopper)
+    assert stopped.exit_code == 130, stopped.output
+    shown = runner.invoke(cli, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())  # rich wraps at the terminal's width
+    assert f"{line}; the same `ticketforge run` command resumes it" in text
+    assert ("Rounds" in text) == (stop[0] > 0)  # no empty table when no round is finished
+    assert ": toy, dataset" in text and "None" not in text  # no preset: none shown
+    doc = json.loads(runner.invoke(cli, ["inspect", str(out), "--json"]).output)
+    assert doc["unfinished"] == {"round": stop[0], "step": 10 if stop[1] == 15 else 0, "steps": 20,
+                                 "checkpoint": stop[1] == 15}
+    assert _toy_run(runner, out, "--steps-per-round", "20").exit_code == 0  # resumed to the end
+    assert "unfinished" not in json.loads(runner.invoke(cli, ["inspect", str(out), "--json"]).output)
+
+
+def test_inspect_names_the_preset_a_model_chose_when_none_was_given():
+    from ticketforge.cli.inspect_cmd import model_text
+    assert model_text({"model": "ddpm-unet", "preset": None, "model_config": {"preset": "tiny"}}) == \
+        "ddpm-unet (tiny, the model's default)"
+    assert model_text({"model": "ddpm-unet", "preset": "mnist", "model_config": {"preset": "mnist"}}) == \
+        "ddpm-unet (mnist)"
+    assert model_text({"model": "toy", "preset": None, "model_config": {"width": 8}}) == "toy"
+
+
 def test_list_json_shape(runner):
     result = runner.invoke(cli, ["list", "--json"])
     doc = json.loads(result.output)
