@@ -148,7 +148,7 @@ def _short(value: Any) -> str:
 def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> dict[str, Any]:
     """Refuse an option value of another type than the record declares (None: the default).
 
-    A number or boolean for a string option is taken as its text: ``--option key=123`` parses
+    A number or boolean for a string option is taken as its text: ``--model-option key=123`` parses
     ``123`` as JSON, and the user meant the string."""
     options = dict(options)
     for option in record.options:

@@ -149,7 +149,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
               help="Biased HSIC estimator (default: debiased, right when features outnumber samples).")
 @click.option("--samples", type=int, default=64, show_default=True, help="Inputs per forward pass (activations mode).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example inputs (activations mode).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N (auto: a GPU when one is visible, as for the other commands).")
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of CKA per module (needs matplotlib).")
@@ -163,6 +164,7 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     """
     from ..api import load_round
     from ..branches import resolve_source
+    from ..engine.engine import resolve_device
     check_seed(seed)
     if plot:
         require_matplotlib()
@@ -170,8 +172,9 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     path_a, k_a, _ = resolve_source(run_a, branch_a, round_)
     # RUN_B's round defaults to --round, unless RUN_B's side is a branch (a branch has one round).
     path_b, k_b, _ = resolve_source(run_b, branch_b, round_b if round_b is not None or branch_b else round_)
-    a = load_round(path_a, k_a, device=device)
-    b = load_round(path_b, k_b, device=device)
+    dev = str(resolve_device(device))
+    a = load_round(path_a, k_a, device=dev)
+    b = load_round(path_b, k_b, device=dev)
     doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
     if plot:
         def short(loaded: Any, branch: str | None, run: str) -> str:
