@@ -98,23 +98,39 @@ def require_matplotlib() -> Any:
 
 
 def save_figure(fig: Any, path: str | Path) -> None:
-    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file)."""
+    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file).
+
+    Cropped to what it draws, so a legend beside the axes and long tick labels are inside the image."""
     import io
     png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png")
+    fig.savefig(png, dpi=120, format="png", bbox_inches="tight")
     atomic_write_bytes(path, png.getvalue())
 
 
-def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
-    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted)."""
+def cka_figure(series: dict[str, list[dict[str, Any]]], title: str = "") -> Any:
+    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted).
+
+    The x axis names the modules; the legend sits beside the axes, where it covers no line or label."""
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * max(len(r) for r in series.values())), 3.5))
+    modules = [r["module"] for r in max(series.values(), key=len)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(modules)), 3.5))
+    x = list(range(len(modules)))
     for label, rows in series.items():
-        line, = ax.plot([math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".", label=f"CKA {label}")
-        ax.plot([r["jaccard"] for r in rows], linestyle=":", color=line.get_color(), label=f"mask Jaccard {label}")
-    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), title=title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+        line, = ax.plot(x[:len(rows)], [math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".",
+                        label=f"CKA {label}")
+        ax.plot(x[:len(rows)], [r["jaccard"] for r in rows], linestyle=":", color=line.get_color(),
+                label=f"mask Jaccard {label}")
+    ax.set_xticks(x, modules, rotation=90, fontsize="x-small")
+    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), xlim=(-0.5, len(x) - 0.5),
+           title=title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
+    """:func:`cka_figure` written to ``path`` as a PNG."""
+    plt = require_matplotlib()
+    fig = cka_figure(series, title)
     save_figure(fig, path)
     plt.close(fig)
 
