@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
