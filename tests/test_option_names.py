@@ -29,7 +29,7 @@ class _SeenEvaluator:
 
     def evaluate(self, spec, network, *, dataset, n_samples, generator, device, **options):
         images = spec.sample(network, n_samples, generator=generator)
-        return {"mean_pixel": self.scale * float(images.mean()), "featurizer_sha256": "0" * 64}
+        return {"mean_pixel": self.scale * float(images.detach().mean()), "featurizer_sha256": "0" * 64}
 
 
 class _Plugin:
