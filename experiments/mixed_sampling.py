@@ -9,7 +9,7 @@ ticket's MACs counted as if every pruned weight were skipped (``ticketforge flop
 
     python experiments/mixed_sampling.py runs/mnist/incremental --ticket-round -1 \
         --switch 800,600,400,200 --samples 10000 --steps 100 --evaluator fd-lenet \
-        --option batch_size=2000 --device cuda --precision bf16 --compile --json mixed.json --plot mixed.png
+        --evaluator-option batch_size=2000 --device cuda --precision bf16 --compile --json mixed.json --plot mixed.png
 
 Every row records the sample count, sampler, steps and seed; the scores are not stored in the run.
 """
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluator", default="fd-lenet")
-    parser.add_argument("--option", action="append", default=[], help="evaluator option KEY=VALUE")
+    parser.add_argument("--evaluator-option", "--option", dest="option", action="append", default=[],
+                        help="evaluator option KEY=VALUE, as for `ticketforge eval` (--option: the earlier name)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="of the denoisers: auto, fp32, tf32 or bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile both denoisers (CUDA graphs on a GPU)")
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
 
     registry = get_registry()
-    evaluator = registry.create("evaluators", args.evaluator, **parse_key_values(tuple(args.option), "--option"))
+    evaluator = registry.create("evaluators", args.evaluator, **parse_key_values(tuple(args.option), "--evaluator-option"))
     config = RunStore(args.run).read_config()
     dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
                               download=bool(config.get("download")), train=True)

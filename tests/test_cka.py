@@ -135,3 +135,22 @@ def test_compare_command(toy_config, registry, monkeypatch, tmp_path):
     result = runner.invoke(cli, ["compare", run, run, "--round", "0", "--round-b", "1", "--mode", "activations",
                                  "--plot", str(tmp_path / "cka.png")], catch_exceptions=False)
     assert result.exit_code == 0 and (tmp_path / "cka.png").stat().st_size > 0
+
+
+def test_cka_plot_names_the_modules_and_keeps_the_legend_off_the_axes_and_labels():
+    pytest.importorskip("matplotlib")
+    from ticketforge.cli.compare_cmd import cka_figure
+    modules = ["time_embed.0", "down.0.res.conv1", "mid.attn.qkv", "out.conv"]
+    rows = [{"module": m, "cka": c, "jaccard": 0.5} for m, c in zip(modules, [0.9, None, 0.4, 0.7])]
+    fig = cka_figure({"a/3 vs b/3": rows, "a/3 vs c/3": rows}, title="weights CKA per module")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == modules  # names, not module numbers
+    legend = ax.get_legend().get_window_extent(renderer)
+    covered = [ax.get_window_extent(renderer), ax.yaxis.label.get_window_extent(renderer),
+               ax.xaxis.label.get_window_extent(renderer), *(t.get_window_extent(renderer) for t in
+                                                             ax.get_xticklabels() + ax.get_yticklabels())]
+    assert not any(legend.overlaps(box) for box in covered)
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import toy_plugin
 import torch
 from click.testing import CliRunner
+from torch.utils.data import TensorDataset
 
 import ticketforge.registry as registry_module
+from ticketforge import ComponentRecord, hookimpl
 from ticketforge.cli.main import cli
+from ticketforge.errors import ConfigError
+from ticketforge.registry import build_registry
+from ticketforge.store import RunStore
 
 
 @pytest.fixture
@@ -34,6 +41,54 @@ def test_run_then_inspect_json_has_the_stable_shape(runner, tmp_path):
     assert set(r1) >= {"round", "sparsity", "mask_sha256", "groups", "metrics"}
     assert set(r1["groups"][0]) == {"index", "name", "params", "sparsity"}
     assert 0.15 < r1["sparsity"] < 0.25 and len(r1["mask_sha256"]) == 64
+
+
+class _StopAt:
+    """Stops a run at a training step as Ctrl-C does (the checkpoint before that step is kept)."""
+
+    def __init__(self, round_index: int, step: int):
+        self.at = (round_index, step)
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop,line", [
+    ((0, 15), "round 0: step 10 of 20 (checkpointed)"),
+    ((0, 5), "round 0: step 0 of 20 (no checkpoint yet: it starts at step 0)"),
+    ((1, 15), "round 1: step 10 of 20 (checkpointed)"),
+])
+def test_inspect_of_an_unfinished_round_shows_its_step(runner, registry, tmp_path, stop, line):
+    out = tmp_path / "run"
+    stopper = _StopAt(*stop)
+    registry.pm.register(stopper)
+    try:
+        stopped = _toy_run(runner, out, "--steps-per-round", "20", "--log-every", "5", "--checkpoint-every", "10")
+    finally:
+        registry.pm.unregister(stopper)
+    assert stopped.exit_code == 130, stopped.output
+    shown = runner.invoke(cli, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())  # rich wraps at the terminal's width
+    assert f"{line}; the same `ticketforge run` command resumes it" in text
+    assert ("Rounds" in text) == (stop[0] > 0)  # no empty table when no round is finished
+    assert ": toy, dataset" in text and "None" not in text  # no preset: none shown
+    doc = json.loads(runner.invoke(cli, ["inspect", str(out), "--json"]).output)
+    assert doc["unfinished"] == {"round": stop[0], "step": 10 if stop[1] == 15 else 0, "steps": 20,
+                                 "checkpoint": stop[1] == 15}
+    assert _toy_run(runner, out, "--steps-per-round", "20").exit_code == 0  # resumed to the end
+    assert "unfinished" not in json.loads(runner.invoke(cli, ["inspect", str(out), "--json"]).output)
+
+
+def test_inspect_names_the_preset_a_model_chose_when_none_was_given():
+    from ticketforge.cli.inspect_cmd import model_text
+    assert model_text({"model": "ddpm-unet", "preset": None, "model_config": {"preset": "tiny"}}) == \
+        "ddpm-unet (tiny, the model's default)"
+    assert model_text({"model": "ddpm-unet", "preset": "mnist", "model_config": {"preset": "mnist"}}) == \
+        "ddpm-unet (mnist)"
+    assert model_text({"model": "toy", "preset": None, "model_config": {"width": 8}}) == "toy"
 
 
 def test_list_json_shape(runner):
@@ -73,6 +128,67 @@ def test_unknown_data_path_and_missing_run_are_failures(runner, tmp_path):
     result = runner.invoke(cli, ["inspect", str(tmp_path)])
     assert result.exit_code == 1 and "is not a ticketforge run" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+class _Uncached(TensorDataset):
+    def fingerprint(self) -> None:  # no data cache for a test's images
+        return None
+
+
+class _FolderData:
+    """A dataset read from --data-root, refused in one line when that folder is missing."""
+
+    @hookimpl
+    def ticketforge_datasets(self):
+        return [ComponentRecord("folder-data", self.load, "the toy images, from a folder that must exist")]
+
+    @staticmethod
+    def load(root=None, download=False, train=True):
+        if root is None or not Path(root).is_dir():
+            raise ConfigError(f"no images in {root}: give their folder with --data-root")
+        return _Uncached(*toy_plugin.toy_data().tensors)
+
+
+def test_a_wrong_data_root_leaves_nothing_that_refuses_the_corrected_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    runner, out, data = CliRunner(), tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    wrong = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(tmp_path / "dta"))
+    assert wrong.exit_code == 2 and wrong.stderr.splitlines() == [
+        f"Error: no images in {tmp_path / 'dta'}: give their folder with --data-root"], wrong.output
+    corrected = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(data))
+    assert corrected.exit_code == 0, corrected.output
+    assert RunStore(out).read_config()["data_root"] == str(data) and RunStore(out).finished_rounds() == [0, 1]
+    # Still one run folder per config: another one is refused before its data is read.
+    other = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(tmp_path / "dta"))
+    assert other.exit_code == 2 and "holds a run with another config (data_root:" in other.stderr, other.output
+
+
+def test_paths_in_a_toml_file_are_relative_to_its_folder_and_flags_to_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "experiments").mkdir()
+    cfg = tmp_path / "experiments" / "c.toml"
+    cfg.write_text('model = "toy"\nschedule = "uniform"\nrounds = 1\nsteps-per-round = 4\ndevice = "cpu"\n'
+                   'dataset = "folder-data"\ndata-root = "../data"\nout = "runs/a"\nartifacts = false\n')
+    monkeypatch.chdir(tmp_path)  # where ../data and runs/a would be other folders
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", "--config", "experiments/c.toml", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = RunStore(tmp_path / "experiments" / "runs" / "a").read_config()
+    assert config["data_root"] == "data" and config["out"] == "experiments/runs/a"  # as the working directory sees them
+    assert not (tmp_path / "runs").exists()
+    result = runner.invoke(cli, ["run", "--config", str(cfg), "--out", "b", "--data-root", "data", "--quiet"])
+    assert result.exit_code == 0, result.output  # flags: relative to the working directory
+    assert RunStore(tmp_path / "b").read_config()["data_root"] == "data"
+
+
+def test_toml_paths_that_are_absolute_or_home_relative_are_kept(tmp_path):
+    from ticketforge.engine.config import relative_to_file
+    data = {"data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": "t", "runs-root": "../r", "seed": 1}
+    assert relative_to_file(data, tmp_path / "exp") == {
+        "data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": str(tmp_path / "exp" / "t"),
+        "runs-root": str(tmp_path / "r"), "seed": 1}
 
 
 def test_toml_config_with_flag_override(runner, tmp_path):

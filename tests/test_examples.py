@@ -34,3 +34,17 @@ def test_custom_schedule_ratios():
     schedule = _load("custom_schedule").GentleEdges(0.2, 0.5)
     assert schedule.ratios(4) == [0.1, 0.2, 0.2, 0.1]
     schedule.validate(["a", "b", "c", "d"])
+
+
+def test_custom_schedule_settings_are_part_of_the_runs_identity(registry, tmp_path):
+    # What the example's comment and docs/plugins.md say: the object's constructor settings name the run.
+    from ticketforge import Engine, RunConfig
+    GentleEdges = _load("custom_schedule").GentleEdges
+    config = RunConfig(model="toy", rounds=1, device="cpu", runs_root=str(tmp_path))
+
+    def folder(schedule):
+        return Engine(config, schedule=schedule, registry=registry).run_dir
+
+    assert folder(GentleEdges(0.3, 0.5)) != folder(GentleEdges(0.2, 0.5)) != folder(GentleEdges(0.2, 0.25))
+    assert folder(GentleEdges(0.2, 0.5)) == folder(GentleEdges(0.2, 0.5))
+    assert folder(GentleEdges(0.2, 0.5)).name.startswith("toy-GentleEdges-")

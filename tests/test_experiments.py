@@ -30,9 +30,10 @@ def test_mixed_sampling_scores_both_orders_and_counts_macs(tiny_run, tmp_path, m
     out = tmp_path / "mixed.json"
     rows = _load("mixed_sampling").main([
         str(tiny_run), "--ticket-round", "1", "--switch", "500", "--samples", "16", "--steps", "4",
-        "--evaluator", "fd-lenet", "--option", "max_steps=2", "--option", "reference_samples=32",
-        "--option", "kid_subsets=2", "--option", "kid_subset_size=8", "--option", "batch_size=16",
-        "--option", f"cache_dir={json.dumps(str(tmp_path / 'fd'))}", "--device", "cpu", "--json", str(out)])
+        "--evaluator", "fd-lenet", "--evaluator-option", "max_steps=2", "--evaluator-option", "reference_samples=32",
+        "--evaluator-option", "kid_subsets=2", "--evaluator-option", "kid_subset_size=8",
+        "--evaluator-option", "batch_size=16", "--option", f"cache_dir={json.dumps(str(tmp_path / 'fd'))}",
+        "--device", "cpu", "--json", str(out)])
     assert [(r["order"], r["switch"]) for r in rows] == [("dense", None), ("ticket", None),
                                                          ("dense-first", 500), ("ticket-first", 500)]
     frac = {r["order"]: r["macs_fraction_of_dense"] for r in rows}

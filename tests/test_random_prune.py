@@ -25,7 +25,7 @@ def _counts(store: RunStore, k: int) -> dict[str, int]:
 
 def test_missing_ticket_stops_with_the_command_that_makes_it(registry, tmp_path, monkeypatch):
     monkeypatch.setattr(registry_module, "_registry", registry)
-    monkeypatch.chdir(tmp_path)  # default run folders: runs/<model>-<schedule>-<hash>
+    monkeypatch.chdir(tmp_path)  # default run folders: runs/<model>-<schedule>[-<baseline>]-<hash>
     runner = CliRunner()
     result = runner.invoke(cli, [*RUN, "--baseline", "random-prune"])
     assert result.exit_code == 2, result.output

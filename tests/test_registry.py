@@ -55,9 +55,45 @@ class _Dup:
         return [ComponentRecord("magnitude", MagnitudeScorer, "a second magnitude")]
 
 
-def test_duplicate_names_are_an_error_naming_both_distributions():
-    with pytest.raises(PluginError, match=r"'magnitude' is registered by both 'ticketforge' and '_Dup'"):
-        build_registry(plugins=[_Dup()])
+def test_a_duplicate_name_fails_only_where_it_is_used_naming_both_distributions():
+    reg = build_registry(plugins=[_Dup()])  # the registry itself still builds
+    assert [r.plugin for r in reg.conflicts("scorers")["magnitude"]] == ["ticketforge", "_Dup"]
+    assert "magnitude" not in reg.records("scorers") and "random" in reg.records("scorers")
+    with pytest.raises(PluginError, match=r"^scorer 'magnitude' is registered by both 'ticketforge' and '_Dup': "
+                                          r"uninstall one of them$"):
+        reg.create("scorers", "magnitude")
+    assert reg.create("scorers", "random") is not None  # every other name works
+    assert reg.conflicts("schedules") == {}
+
+
+def test_list_shows_both_registrations_of_a_duplicate_name_and_a_run_using_it_fails_in_one_line(
+        monkeypatch, tmp_path):
+    import json
+    import sys
+
+    from click.testing import CliRunner
+
+    from ticketforge.cli.main import cli
+    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[sys.modules["toy_plugin"], _Dup()]))
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    doc = json.loads(listed.output)
+    assert sorted(s["plugin"] for s in doc["scorers"] if s["name"] == "magnitude") == ["_Dup", "ticketforge"]
+    assert [(c["kind"], c["name"], c["plugins"]) for c in doc["conflicts"]] == [
+        ("scorers", "magnitude", ["ticketforge", "_Dup"])]
+    text = runner.invoke(cli, ["list", "scorers"])
+    assert text.exit_code == 0 and "(conflict)" in text.output
+    assert "'magnitude' is registered by both 'ticketforge' and '_Dup'" in " ".join(text.output.split())
+    run = ["run", "--model", "toy", "--schedule", "uniform", "--rounds", "1", "--steps-per-round", "4",
+           "--device", "cpu", "--quiet", "--no-artifacts"]
+    used = runner.invoke(cli, [*run, "--out", str(tmp_path / "a")])  # the default scorer is magnitude
+    assert used.exit_code == 2 and "Traceback" not in used.output
+    assert used.stderr.splitlines() == ["Error: scorer 'magnitude' is registered by both 'ticketforge' and '_Dup': "
+                                        "uninstall one of them"]
+    assert not (tmp_path / "a").exists()  # refused before a run folder is made
+    other = runner.invoke(cli, [*run, "--scorer", "random", "--out", str(tmp_path / "b")])
+    assert other.exit_code == 0, other.output
 
 
 def test_unknown_name_lists_known_names_with_a_did_you_mean():

@@ -156,3 +156,35 @@ def test_fresh_while_another_process_holds_the_run_is_refused_and_deletes_nothin
         out, err = holder.communicate(timeout=240)
     assert holder.returncode == 0, err
     assert RunStore(run).finished_rounds() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("flags,middle", [
+    ({}, "toy-uniform"),
+    ({"scorer": "random"}, "toy-uniform-random"),
+    ({"baseline": "random-reinit"}, "toy-uniform-random-reinit"),
+    ({"scorer": "random", "baseline": "random-reinit"}, "toy-uniform-random-random-reinit"),
+])
+def test_a_default_run_folder_shows_a_scorer_and_baseline_that_are_not_the_default(tmp_path, flags, middle):
+    from ticketforge import RunConfig
+    from ticketforge.engine.run_folder import default_run_dir
+    config = RunConfig(model="toy", schedule="uniform", runs_root=str(tmp_path), **flags)
+    assert default_run_dir(config) == tmp_path / f"{middle}-{config.digest()}"  # the hash itself unchanged
+
+
+def test_a_run_folder_of_the_earlier_naming_rule_is_found_by_its_hash_and_resumed(registry, toy_config, tmp_path):
+    import dataclasses
+    from ticketforge import Engine
+    runs = tmp_path / "runs"
+    config = dataclasses.replace(toy_config, out=None, runs_root=str(runs), rounds=1, baseline="random-reinit")
+    first = Engine(config, registry=registry)
+    first.run()
+    digest = first.config.digest()
+    assert first.run_dir.name == f"toy-uniform-random-reinit-{digest}"
+    earlier = first.run_dir.with_name(f"toy-uniform-{digest}")  # the earlier rule: <model>-<schedule>-<hash>
+    first.run_dir.rename(earlier)
+    (runs / "toy-uniform-0123456789ab").mkdir()  # another run's folder: not taken for this one
+    again = Engine(dataclasses.replace(config, rounds=2), registry=registry)
+    assert again.run_dir == earlier
+    again.run()
+    assert RunStore(earlier).finished_rounds() == [0, 1, 2]
+    assert sorted(p.name for p in runs.iterdir()) == ["toy-uniform-0123456789ab", earlier.name]  # no new folder

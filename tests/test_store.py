@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from ticketforge import Engine, export_ticket, load_round, load_ticket
 from ticketforge.errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
 from ticketforge.store import RunLock, RunStore
-from ticketforge.store.atomic import is_temp_file
+from ticketforge.store.atomic import atomic_write_bytes, is_temp_file
 
 RUNNER = Path(__file__).parent / "run_toy.py"
 
@@ -162,6 +164,33 @@ def test_export_and_load_ticket_round_trip(toy_config, registry, tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError):
         load_ticket(bad, registry=registry)
+
+
+@pytest.fixture
+def umask():
+    """Sets the process's umask for one test (``umask(0o027)``) and restores it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield os.umask
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_run_files_and_tickets_get_0666_less_the_umask(toy_config, registry, tmp_path, umask):
+    umask(0o027)
+    Engine(dataclasses.replace(toy_config, rounds=1), registry=registry).run()
+    export_ticket(toy_config.out, tmp_path / "t.safetensors", registry=registry)
+    run = Path(toy_config.out)
+    modes = {p.relative_to(run).as_posix(): _mode(p) for p in run.rglob("*") if p.is_file()}
+    assert {"config.json", "manifest.json", "rounds/0001/masks.safetensors"} <= set(modes)
+    assert set(modes.values()) == {0o640}, modes
+    assert _mode(tmp_path / "t.safetensors") == 0o640  # a ticket is meant to be shared
+    umask(0o002)
+    atomic_write_bytes(tmp_path / "group.bin", b"x")
+    assert _mode(tmp_path / "group.bin") == 0o664
 
 
 def test_export_at_90_percent_sparsity_is_under_a_quarter_of_dense_fp32(toy_config, registry, tmp_path):

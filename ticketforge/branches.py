@@ -104,17 +104,23 @@ def branch_of(path: str | Path) -> dict[str, Any] | None:
     return branch if isinstance(branch, dict) else None
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The step of an unfinished run's checkpoint, read without loading its tensors (None if unreadable)."""
+def checkpoint_position(path: str | Path) -> tuple[int, int] | None:
+    """(round folder, step) of a run's checkpoint, read without loading its tensors (None if unreadable)."""
     import torch
     file = Path(path) / CHECKPOINT
     if not file.is_file():
         return None
     try:  # mmap: only the pickle is read, the tensors stay on disk
         ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        return int(ckpt["step"])
+        return int(ckpt["round"]), int(ckpt["step"])
     except Exception:  # a checkpoint being replaced, or damaged: the listing says "unfinished"
         return None
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of an unfinished run's checkpoint, read without loading its tensors (None if unreadable)."""
+    position = checkpoint_position(path)
+    return None if position is None else position[1]
 
 
 def read_branch(path: str | Path) -> BranchInfo:
@@ -197,5 +203,5 @@ def describe(path: str | Path, round: int) -> str:
     return f"branch {branch.get('name') or Path(path).name} (of round {branch.get('of_round')})"
 
 
-__all__ = ["BRANCHES", "BranchInfo", "branch_kind", "branch_of", "branches_dir", "checkpoint_step", "describe",
-           "list_branches", "read_branch", "resolve_branch", "resolve_source"]
+__all__ = ["BRANCHES", "BranchInfo", "branch_kind", "branch_of", "branches_dir", "checkpoint_position",
+           "checkpoint_step", "describe", "list_branches", "read_branch", "resolve_branch", "resolve_source"]

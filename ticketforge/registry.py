@@ -2,7 +2,8 @@
 
 The core's built-ins register through that same group, exactly like a third-party package. A plugin
 that fails to import (or whose hook raises) is recorded as broken and skipped; the others keep
-working. A name registered twice is an error naming both distributions.
+working. A name registered by two distributions is a conflict: ``ticketforge list`` shows both, and
+only a use of that name is an error, one line naming both distributions.
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ class Registry:
         self.broken = broken
         self._distributions = distributions
         self._records: dict[str, dict[str, ComponentRecord]] = {kind: {} for kind in KINDS}
-        self._errors: list[str] = []
+        # Names that two distributions register: kept apart, so that every other name still works.
+        self._conflicts: dict[str, dict[str, list[ComponentRecord]]] = {kind: {} for kind in KINDS}
         for kind in KINDS:
             self._collect(kind)
-        if self._errors:
-            raise PluginError(self._errors[0])
 
     @property
     def hook(self) -> Any:
@@ -71,25 +71,45 @@ class Registry:
                 self._add(kind, replace(record, plugin=dist))
 
     def _add(self, kind: str, record: ComponentRecord) -> None:
-        known = self._records[kind]
+        known, conflicts = self._records[kind], self._conflicts[kind]
+        if record.name in conflicts:
+            if all(r.plugin != record.plugin for r in conflicts[record.name]):
+                conflicts[record.name].append(record)
+            return
         if record.name in known and known[record.name].plugin != record.plugin:
-            self._errors.append(
-                f"{_SINGULAR[kind]} {record.name!r} is registered by both {known[record.name].plugin!r} "
-                f"and {record.plugin!r}: uninstall one of them")
+            conflicts[record.name] = [known.pop(record.name), record]
             return
         known[record.name] = record
 
-    def records(self, kind: str) -> dict[str, ComponentRecord]:
-        """Every record of ``kind`` by name, in registration order."""
+    def _check_kind(self, kind: str) -> None:
         if kind not in self._records:
             raise PluginError(f"unknown component kind {kind!r}; known kinds: {', '.join(KINDS)}")
+
+    def records(self, kind: str) -> dict[str, ComponentRecord]:
+        """Every usable record of ``kind`` by name, in registration order (conflicting names left out)."""
+        self._check_kind(kind)
         return dict(self._records[kind])
 
+    def conflicts(self, kind: str) -> dict[str, list[ComponentRecord]]:
+        """The names of ``kind`` that more than one distribution registers, each with all its records."""
+        self._check_kind(kind)
+        return {name: list(records) for name, records in self._conflicts[kind].items()}
+
+    def conflict_message(self, kind: str, name: str) -> str:
+        """The one-line error for a use of the conflicting name ``name``."""
+        plugins = [repr(r.plugin) for r in self._conflicts[kind][name]]
+        both = f"both {plugins[0]} and {plugins[1]}" if len(plugins) == 2 else \
+            f"{', '.join(plugins[:-1])} and {plugins[-1]}"
+        return f"{_SINGULAR[kind]} {name!r} is registered by {both}: uninstall one of them"
+
     def get(self, kind: str, name: str) -> ComponentRecord:
-        """The record called ``name``; a usage error listing the known names otherwise."""
+        """The record called ``name``; a usage error listing the known names otherwise, or naming the
+        distributions that both register it."""
         known = self.records(kind)
         if name in known:
             return known[name]
+        if name in self._conflicts[kind]:
+            raise PluginError(self.conflict_message(kind, name))
         hint = difflib.get_close_matches(name, known, n=1)
         did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
         names = ", ".join(sorted(known)) or "none installed"
@@ -128,7 +148,7 @@ def _short(value: Any) -> str:
 def _check_option_types(what: str, record: ComponentRecord, options: dict[str, Any]) -> dict[str, Any]:
     """Refuse an option value of another type than the record declares (None: the default).
 
-    A number or boolean for a string option is taken as its text: ``--option key=123`` parses
+    A number or boolean for a string option is taken as its text: ``--model-option key=123`` parses
     ``123`` as JSON, and the user meant the string."""
     options = dict(options)
     for option in record.options:

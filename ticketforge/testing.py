@@ -576,8 +576,9 @@ class RecordsContract:
 
         registry = build_registry()
         for kind, records in self.records_of(plugin).items():
-            found = registry.records(kind)
+            found, conflicts = registry.records(kind), registry.conflicts(kind)
             for r in records:
+                assert r.name not in conflicts, registry.conflict_message(kind, r.name)
                 assert r.name in found, f"{kind} {r.name!r} is not found through the installed entry points " \
                                         f"(is {self.distribution} installed? pip install -e <its folder>)"
                 assert found[r.name].plugin == self.distribution, \

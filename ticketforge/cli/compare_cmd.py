@@ -98,23 +98,39 @@ def require_matplotlib() -> Any:
 
 
 def save_figure(fig: Any, path: str | Path) -> None:
-    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file)."""
+    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file).
+
+    Cropped to what it draws, so a legend beside the axes and long tick labels are inside the image."""
     import io
     png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png")
+    fig.savefig(png, dpi=120, format="png", bbox_inches="tight")
     atomic_write_bytes(path, png.getvalue())
 
 
-def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
-    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted)."""
+def cka_figure(series: dict[str, list[dict[str, Any]]], title: str = "") -> Any:
+    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted).
+
+    The x axis names the modules; the legend sits beside the axes, where it covers no line or label."""
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * max(len(r) for r in series.values())), 3.5))
+    modules = [r["module"] for r in max(series.values(), key=len)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(modules)), 3.5))
+    x = list(range(len(modules)))
     for label, rows in series.items():
-        line, = ax.plot([math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".", label=f"CKA {label}")
-        ax.plot([r["jaccard"] for r in rows], linestyle=":", color=line.get_color(), label=f"mask Jaccard {label}")
-    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), title=title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
+        line, = ax.plot(x[:len(rows)], [math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".",
+                        label=f"CKA {label}")
+        ax.plot(x[:len(rows)], [r["jaccard"] for r in rows], linestyle=":", color=line.get_color(),
+                label=f"mask Jaccard {label}")
+    ax.set_xticks(x, modules, rotation=90, fontsize="x-small")
+    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), xlim=(-0.5, len(x) - 0.5),
+           title=title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
+    """:func:`cka_figure` written to ``path`` as a PNG."""
+    plt = require_matplotlib()
+    fig = cka_figure(series, title)
     save_figure(fig, path)
     plt.close(fig)
 
@@ -149,7 +165,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
               help="Biased HSIC estimator (default: debiased, right when features outnumber samples).")
 @click.option("--samples", type=int, default=64, show_default=True, help="Inputs per forward pass (activations mode).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example inputs (activations mode).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N (auto: a GPU when one is visible, as for the other commands).")
 @json_option
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of CKA per module (needs matplotlib).")
@@ -163,6 +180,7 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     """
     from ..api import load_round
     from ..branches import resolve_source
+    from ..engine.engine import resolve_device
     check_seed(seed)
     if plot:
         require_matplotlib()
@@ -170,8 +188,9 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     path_a, k_a, _ = resolve_source(run_a, branch_a, round_)
     # RUN_B's round defaults to --round, unless RUN_B's side is a branch (a branch has one round).
     path_b, k_b, _ = resolve_source(run_b, branch_b, round_b if round_b is not None or branch_b else round_)
-    a = load_round(path_a, k_a, device=device)
-    b = load_round(path_b, k_b, device=device)
+    dev = str(resolve_device(device))
+    a = load_round(path_a, k_a, device=dev)
+    b = load_round(path_b, k_b, device=dev)
     doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
     if plot:
         def short(loaded: Any, branch: str | None, run: str) -> str:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
-from .options import check_seed, echo_json, json_option, parse_key_values, round_option, sampling_options
+from .options import (check_seed, echo_json, given_options, json_option, key_values_option, round_option,
+                      sampling_options)
 
 MIN_REPORTED_SAMPLES = 10000
 
@@ -204,12 +205,13 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @click.option("--evaluator", required=True, help="Evaluator name (ticketforge list shows them): fid, fd-lenet, ...")
 @click.option("--samples", "n_samples", type=int, default=MIN_REPORTED_SAMPLES, show_default=True,
               help="Generated samples per round.")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Evaluator option, repeatable.")
+@key_values_option("--evaluator-option", "Option of the evaluator, repeatable (e.g. batch_size=500; "
+                                         "`ticketforge list evaluators` names them).")
 @sampling_options
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
-            n_samples: int, sampler: str, steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str,
-            precision: str, compile_: bool, as_json: bool) -> None:
+            n_samples: int, sampler: str, steps: int, options: tuple[str, ...], old_options: tuple[str, ...],
+            seed: int, no_ema: bool, device: str, precision: str, compile_: bool, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
@@ -225,15 +227,16 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
     """
     from ..engine.distributed import launch_env
     check_seed(seed)
-    items, notes = eval_items(run, round_, all_rounds, branch, all_branches)
     main = launch_env()[0] == 0
+    evaluator_options = given_options(options, old_options, "--evaluator-option", warn=main)
+    items, notes = eval_items(run, round_, all_rounds, branch, all_branches)
     for note in notes if main else []:
         click.echo(note, err=True)
     if n_samples < MIN_REPORTED_SAMPLES and main:
         click.echo(f"note: {n_samples} samples; distances are biased upward at small counts, and any "
                    f"published figure needs {MIN_REPORTED_SAMPLES} at the least", err=True)
     results = evaluate_items(items, evaluator, n_samples=n_samples, sampler=sampler, steps=steps,
-                             options=parse_key_values(options, "--option"), seed=seed, device=device, ema=not no_ema,
+                             options=evaluator_options, seed=seed, device=device, ema=not no_ema,
                              precision=precision, compile=compile_)
     if not main:
         return

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..metrics.flops import flops_report
-from .options import branch_option, echo_json, json_option, parse_key_values, round_option
+from .options import branch_option, echo_json, given_options, json_option, key_values_option, round_option
 
 
 def human_macs(macs: float) -> str:
@@ -33,7 +33,7 @@ def model_report(run: str | None, model: str | None, preset: str | None, options
         raise UsageError("--branch needs a RUN directory")
     if run is not None:
         if preset is not None or options:
-            raise UsageError("--preset and --option build a fresh model: use them with --model, not with RUN")
+            raise UsageError("--preset and --model-option build a fresh model: use them with --model, not with RUN")
         from ..api import load_round
         from ..branches import branch_of, resolve_source
         path, round_, _ = resolve_source(run, branch, round_)
@@ -88,20 +88,22 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @click.argument("run", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--model", default=None, help="Count a freshly built dense model of this name instead of a run.")
 @click.option("--preset", default=None, help="Model preset (with --model).")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Model option (with --model), repeatable.")
+@key_values_option("--model-option", "Option of the model (with --model), repeatable (e.g. ch=64), as "
+                                     "`ticketforge run --model-option` takes it.")
 @round_option
 @branch_option
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Images per counted forward pass.")
 @json_option
 def command(run: str | None, model: str | None, preset: str | None, options: tuple[str, ...],
-            round_: int | None, branch: str | None, batch_size: int, as_json: bool) -> None:
+            old_options: tuple[str, ...], round_: int | None, branch: str | None, batch_size: int,
+            as_json: bool) -> None:
     """Theoretical MACs of a round's ticket (RUN), a branch's (--branch) or of a fresh dense model (--model NAME).
 
     Dense MACs are counted by fvcore from shapes; sparse MACs scale each Conv/Linear weight op by the
     fraction of its weights that are nonzero. Everything else stays dense and is shown apart.
     """
-    doc = model_report(run, model, preset, parse_key_values(options, "--option"), round_, batch_size, branch)
+    doc = model_report(run, model, preset, given_options(options, old_options, "--model-option"), round_, batch_size,
+                       branch)
     if as_json:
         echo_json(doc)
     else:

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..branches import BranchInfo, list_branches, resolve_branch
+from ..branches import BranchInfo, checkpoint_position, list_branches, resolve_branch
 from ..builtins.reporter import rounds_table
 from ..store import RunStore
 from ..store.read_checks import verify_run
@@ -18,7 +18,9 @@ from .options import echo_json, json_option
 def inspect_run(run: str, branches: list[BranchInfo] | None = None) -> dict:
     """The ``inspect --json`` document: run path, resolved config, every finished round, every branch.
 
-    A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``.
+    A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``. A run
+    with a round still to train also has ``"unfinished"``: that round, the step its checkpoint holds
+    (0 before the first one) and the round's steps.
     """
     store = RunStore(run)
     config = store.read_config()
@@ -28,7 +30,33 @@ def inspect_run(run: str, branches: list[BranchInfo] | None = None) -> dict:
                            "branches": [b.to_json() for b in (list_branches(run) if branches is None else branches)]}
     if isinstance(config.get("branch"), dict):
         doc["branch"] = config["branch"]
+    unfinished = unfinished_round(store.path, config, doc["rounds"])
+    if unfinished is not None:
+        doc["unfinished"] = unfinished
     return doc
+
+
+def unfinished_round(path: Any, config: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``{"round", "step", "steps", "checkpoint"}`` of the round the run's command trains next, or None
+    when the run is as far as its config asks (its rounds, or its target sparsity, reached)."""
+    branch = config.get("branch") if isinstance(config.get("branch"), dict) else None
+    last = rounds[-1] if rounds else None
+    target = config.get("target_sparsity")
+    if last is not None and (last["round"] >= (0 if branch else int(config.get("rounds") or 0))
+                             or (target is not None and last["sparsity"] >= target)):
+        return None
+    k = last["round"] + 1 if last is not None else 0
+    position = checkpoint_position(path)
+    step = position[1] if position is not None and position[0] == k else 0
+    steps = (branch or {}).get("steps") or config.get("steps_per_round")
+    return {"round": k, "step": step, "steps": steps, "checkpoint": step > 0}
+
+
+def progress_line(unfinished: dict[str, Any]) -> str:
+    """``round 2: step 40 of 200 (checkpointed); the same `ticketforge run` command resumes it``."""
+    k, step, steps = unfinished["round"], unfinished["step"], unfinished["steps"]
+    where = "checkpointed" if unfinished["checkpoint"] else "no checkpoint yet: it starts at step 0"
+    return f"round {k}: step {step} of {steps} ({where}); the same `ticketforge run` command resumes it"
 
 
 def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -88,6 +116,15 @@ def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[Branc
     return table
 
 
+def model_text(config: dict[str, Any]) -> str:
+    """``ddpm-unet (mnist)``; the preset the model chose when none was given (``ddpm-unet (tiny, the
+    model's default)``); the model alone when it has no presets."""
+    if config.get("preset"):
+        return f"{config['model']} ({config['preset']})"
+    chosen = (config.get("model_config") or {}).get("preset")
+    return f"{config['model']} ({chosen}, the model's default)" if chosen else str(config["model"])
+
+
 def _branch_header(branch: dict[str, Any], path: str) -> str:
     return (f"[bold]branch {branch.get('name')}[/] ({path}) of round {branch.get('of_round')}: masks "
             f"{branch.get('masks')}, start {_start_text(branch)}, {branch.get('steps')} steps, seed "
@@ -104,6 +141,9 @@ def _branch_header(branch: dict[str, Any], path: str) -> str:
 @json_option
 def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool) -> None:
     """Show a run's config and its rounds: sparsity, kept weights, loss, mask digest.
+
+    A round still to train is shown with the step its checkpoint holds (``round 2: step 400 of
+    1000``); the same ``ticketforge run`` command resumes it there.
 
     Branches (``ticketforge branch``) are listed under the round they branch from, with their
     masks, start, steps, final loss, stored scores, or progress while unfinished. A branch folder
@@ -125,7 +165,7 @@ def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool)
     cfg = doc["config"]
     if "branch" in doc:
         console.print(_branch_header(doc["branch"], doc["run"]))
-    console.print(f"[bold]{doc['run']}[/]: {cfg['model']} ({cfg.get('preset')}), dataset {cfg['dataset']}, "
+    console.print(f"[bold]{doc['run']}[/]: {model_text(cfg)}, dataset {cfg['dataset']}, "
                   f"schedule {cfg['schedule']} (p={cfg['p']}, q={cfg['q']}), scorer {cfg['scorer']}, "
                   f"rewind {cfg['rewind']}, baseline {cfg['baseline']}, seed {cfg['seed']}")
     if info is not None:
@@ -137,8 +177,10 @@ def command(run: str, branch_name: str | None, show_groups: bool, as_json: bool)
         console.print(rounds_and_branches_table(doc["rounds"], listed))
         if any(not b.finished for b in listed):
             console.print("[dim]unfinished branches resume when their `ticketforge branch` command is given again[/]")
-    else:
+    elif doc["rounds"]:
         console.print(rounds_table(doc["rounds"]))
+    if "unfinished" in doc and "branch" not in doc:  # a branch's table row shows its progress
+        console.print(progress_line(doc["unfinished"]))
     if show_groups and doc["rounds"]:
         last = doc["rounds"][-1]
         table = Table(title=f"groups (round {last['round']})", title_justify="left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
@@ -18,25 +19,35 @@ from .options import echo_json, json_option
 def command(kind: str | None, as_json: bool) -> None:
     """List installed components (scorers, schedules, models, datasets, similarities, evaluators).
 
-    Plugins that failed to load are shown as broken, with their error; the others still work.
+    Plugins that failed to load are shown as broken, with their error; the others still work. A name
+    that two plugins register is shown once per plugin, marked as a conflict: using it is an error
+    until one of them is uninstalled, every other name works.
     """
     registry = get_registry()
     kinds = [kind] if kind else list(KINDS)
-    data = {k: [{"name": r.name, "summary": r.summary, "plugin": r.plugin} for r in registry.records(k).values()]
+    data = {k: [{"name": r.name, "summary": r.summary, "plugin": r.plugin}
+                for r in [*registry.records(k).values(), *(r for rs in registry.conflicts(k).values() for r in rs)]]
             for k in kinds}
+    conflicts = [{"kind": k, "name": name, "plugins": [r.plugin for r in records],
+                  "error": registry.conflict_message(k, name)}
+                 for k in kinds for name, records in registry.conflicts(k).items()]
     broken = [{"name": b.name, "plugin": b.distribution, "error": b.error} for b in registry.broken]
     if as_json:
-        echo_json({**data, "broken": broken})
+        echo_json({**data, "broken": broken, "conflicts": conflicts})
         return
     console = Console()
     for k in kinds:
+        clash = {c["name"] for c in conflicts if c["kind"] == k}
         table = Table(title=k, title_justify="left", show_header=True)
         for col in ("name", "summary", "plugin"):
             table.add_column(col)
         for item in data[k]:
-            table.add_row(item["name"], item["summary"], item["plugin"])
+            name = escape(item["name"]) + (" [red](conflict)[/]" if item["name"] in clash else "")
+            table.add_row(name, escape(item["summary"]), escape(item["plugin"]))
         console.print(table)
     for b in broken:
-        console.print(f"[red]broken plugin[/] {b['name']} ({b['plugin']}): {b['error']}")
+        console.print(f"[red]broken plugin[/] {escape(b['name'])} ({escape(b['plugin'])}): {escape(b['error'])}")
+    for c in conflicts:
+        console.print(f"[red]conflict[/]: {escape(c['error'])}; every other name works")
     if kind and not data[kind]:
         raise UsageError(f"no {kind} are installed")

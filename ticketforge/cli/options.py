@@ -29,6 +29,25 @@ def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
     return out
 
 
+def key_values_option(flag: str, help: str):  # type: ignore[no-untyped-def]
+    """A repeatable ``flag KEY=VALUE`` option (the command's ``options``), with ``--option``, its earlier
+    spelling, kept hidden and deprecated (the command's ``old_options``; see :func:`given_options`)."""
+    def decorate(func):  # type: ignore[no-untyped-def]
+        func = click.option("--option", "old_options", multiple=True, hidden=True, metavar="KEY=VALUE",
+                            help=f"Deprecated spelling of {flag}.")(func)
+        return click.option(flag, "options", multiple=True, metavar="KEY=VALUE", help=help)(func)
+    return decorate
+
+
+def given_options(options: tuple[str, ...], old_options: tuple[str, ...], flag: str, *,
+                  warn: bool = True) -> dict[str, Any]:
+    """The ``KEY=VALUE`` pairs of ``flag`` and of the deprecated ``--option`` (``flag`` wins a key both give),
+    with a one-line warning when ``--option`` was used."""
+    if old_options and warn:
+        click.echo(f"warning: --option is deprecated here: use {flag}", err=True)
+    return {**parse_key_values(old_options, "--option"), **parse_key_values(options, flag)}
+
+
 def parse_fractions(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
     """``"0,0.05,0.2"`` -> ``[0.0, 0.05, 0.2]`` (a click callback; None stays None)."""
     if value is None:

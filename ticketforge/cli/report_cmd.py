@@ -289,8 +289,11 @@ def write_report(runs: list[str], out: Path, *, flops: bool = True, cka: bool = 
               help="Folder to write report.md and plots into.")
 @click.option("--flops/--no-flops", default=True, show_default=True, help="Count theoretical MACs of every round.")
 @click.option("--cka/--no-cka", default=True, show_default=True, help="Plot weight CKA per module.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda or cuda:N: where rounds are loaded for MACs and CKA (auto: a GPU when one is "
+                   "visible).")
 def command(runs: tuple[str, ...], out: str, flops: bool, cka: bool, device: str) -> None:
     """Markdown report of one or more runs: per-round table, score vs sparsity, CKA per module, samples."""
-    path = write_report(list(runs), Path(out), flops=flops, cka=cka, device=device)
+    from ..engine.engine import resolve_device
+    path = write_report(list(runs), Path(out), flops=flops, cka=cka, device=str(resolve_device(device)))
     click.echo(f"wrote {path}")

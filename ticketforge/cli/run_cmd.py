@@ -16,7 +16,8 @@ from .options import parse_fractions, parse_key_values
 
 @click.command("run")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML file with the same keys as these flags (flags override it).")
+              help="TOML file with the same keys as these flags (flags override it). Paths in it are relative "
+                   "to its folder; paths given as flags, to the working directory.")
 @click.option("--model", default=None, help="Model plugin name (see `ticketforge list models`). [default: ddpm-unet]")
 @click.option("--preset", default=None, help="Model preset, e.g. tiny, mnist, cifar10. [default: the model's]")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
@@ -64,7 +65,9 @@ from .options import parse_fractions, parse_key_values
                    "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
                    "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
-@click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
+@click.option("--out", default=None,
+              help="Run folder. [default: runs/<model>-<schedule>[-<scorer>][-<baseline>]-<config hash>, "
+                   "scorer and baseline when not the default]")
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")
 @click.option("--artifacts/--no-artifacts", default=None, help="Write sample grids each round. [default: on]")

@@ -14,7 +14,8 @@ from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
 from ..errors import UsageError
 from ..store.atomic import atomic_write_bytes
-from .options import branch_option, check_seed, parse_key_values, round_option, sampling_options, writable_output
+from .options import (branch_option, check_seed, given_options, key_values_option, round_option, sampling_options,
+                      writable_output)
 
 
 @click.command("sample")
@@ -22,18 +23,19 @@ from .options import branch_option, check_seed, parse_key_values, round_option, 
 @round_option
 @branch_option
 @click.option("--n", type=int, default=64, show_default=True, help="Number of images.")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Extra sampler option, repeatable (eta=0).")
+@key_values_option("--sampler-option", "Option of the sampler, repeatable (e.g. eta=0 for ddim).")
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
 def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
-            options: tuple[str, ...], seed: int, no_ema: bool, device: str, precision: str, compile_: bool,
-            out: str) -> None:
+            options: tuple[str, ...], old_options: tuple[str, ...], seed: int, no_ema: bool, device: str,
+            precision: str, compile_: bool, out: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (the number of images in the grid), not {n}")
     if steps < 1:
         raise UsageError(f"--steps must be at least 1, not {steps}")
     check_seed(seed)
+    sampler_options = given_options(options, old_options, "--sampler-option")
     writable_output(out)  # before the sampling, not after it
     source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
@@ -42,7 +44,7 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
     gen = torch.Generator(device=dev).manual_seed(seed)
     with torch.no_grad():
         images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
-                                    **parse_key_values(options, "--option"))
+                                    **sampler_options)
     png = io.BytesIO()
     save_image(images.float().cpu(), png, nrow=max(1, int(n ** 0.5)), format="png")
     atomic_write_bytes(out, png.getvalue())  # never a half-written grid

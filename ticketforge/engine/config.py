@@ -44,6 +44,9 @@ NON_IDENTITY_FIELDS = RUNTIME_FIELDS | RECORDING_FIELDS
 # run gets (round k depends on rounds 0..k-1 only).
 EXTENT_FIELDS = frozenset({"rounds", "target_sparsity"})
 
+# Fields that hold a path: in a TOML file they are read relative to the file's own folder.
+PATH_FIELDS = ("data_root", "out", "runs_root", "ticket_run")
+
 
 @dataclass
 class RunConfig:
@@ -88,14 +91,18 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":
-        """Read a TOML file holding the same keys as the CLI flags (``steps-per-round`` or ``steps_per_round``)."""
+        """Read a TOML file holding the same keys as the CLI flags (``steps-per-round`` or ``steps_per_round``).
+
+        Relative paths in it (``data-root``, ``out``, ``runs-root``, ``ticket-run``) are relative to the
+        file's folder, so that a config works from any working directory; absolute ones, and ``~/...``,
+        are kept as they are."""
         try:
             data = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(relative_to_file(data, Path(path).parent), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "RunConfig":
@@ -188,6 +195,19 @@ class RunConfig:
         """Short sha256 of :meth:`identity`: the run directory's name."""
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with each relative path field (either spelling of its key) joined to ``folder``.
+
+    The result is normalised (``experiments/../.data`` is ``.data``) and stays relative when ``folder``
+    is, so a path means the same file as before and ``data_root`` keeps its identity."""
+    out = dict(data)
+    for key, value in data.items():
+        if key.replace("-", "_") in PATH_FIELDS and isinstance(value, str) and value \
+                and not os.path.isabs(value) and not value.startswith("~"):
+            out[key] = os.path.normpath(os.path.join(folder, value))
+    return out
 
 
 def _field_defaults(cls: type = RunConfig) -> dict[str, Any]:

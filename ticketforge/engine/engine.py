@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, point_step
+from .run_folder import default_run_dir
 from .settings import component_settings
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
@@ -155,16 +155,6 @@ def _component_name(obj: Any, kind: str = "component") -> str:
     return name + (json.dumps(settings, separators=(",", ":"), sort_keys=True) if settings else "")
 
 
-def _slug(name: str) -> str:
-    """A folder-safe short form of a component name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.split("{")[0].removeprefix("python:").rsplit(".", 1)[-1])
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    """``runs_root/<model>-<schedule>-<hash of the identity>``: where a run without ``out`` lives."""
-    return Path(config.runs_root) / f"{_slug(config.model)}-{_slug(config.schedule)}-{config.digest()}"
-
-
 class Engine:
     """Runs the train-prune-rewind loop.
 
@@ -280,17 +270,12 @@ class Engine:
         cfg, store = self.config, self.store
         store.clean()
         resolved = {**dataclasses.asdict(cfg), "model_config": self.spec.config}
-        if store.exists():
-            stored = store.read_config()
+        stored = store.read_config() if store.exists() else None
+        if stored is not None:
             diff = config_differences(stored, resolved)
             if diff:
                 raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(diff[:3])}): "
                                   f"use another --out, or --fresh to overwrite it")
-            extent = {k: resolved[k] for k in EXTENT_FIELDS}
-            if any(stored.get(k) != v for k, v in extent.items()):
-                store.write_config({**stored, **extent})  # the run goes further (or less far) this time
-        else:
-            store.write_config(resolved)
         network.to(self.device)
         targets = prune_targets(groups)
         state = RunState(self.run_dir, resolved, self.spec, [g.name for g in groups], self.device, network)
@@ -298,6 +283,12 @@ class Engine:
         state.rounds = [store.round_record(k) for k in finished]  # before run_start: hooks see a resume
         self.hooks.ticketforge_run_start(run=state)
         batches = self._batches()
+        # The config is written once the data has loaded: a wrong --data-root leaves a folder with nothing
+        # in it, which the corrected command starts in, instead of a run of the wrong path refusing it.
+        if stored is None:
+            store.write_config(resolved)
+        elif any(stored.get(k) != resolved[k] for k in EXTENT_FIELDS):
+            store.write_config({**stored, **{k: resolved[k] for k in EXTENT_FIELDS}})  # goes further (or less far)
         theta_0 = self._initial_weights(network)
         k = 0
         while True:

@@ -4,7 +4,7 @@ Round k of a random-prune run keeps, in every tensor, exactly as many weights as
 ticket (the same config with ``baseline = "none"``) and draws their positions at random inside its
 own round k-1 mask. The ticket's counts come from the ticket's trained weights, so they are read
 from the ticket's run folder: ``--ticket-run PATH``, or by default the folder that the ticket's
-config names (``runs/<model>-<schedule>-<hash>``). A round the ticket has not finished stops the
+config names (``runs/<model>-<schedule>[-<scorer>]-<hash>``). A round the ticket has not finished stops the
 baseline with the command that produces it.
 """
 

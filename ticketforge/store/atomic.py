@@ -1,6 +1,8 @@
 """Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
 
 A reader (or a resumed run after SIGKILL) sees either the old file or the new one, never half.
+The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask): mkstemp's
+0600 would make an exported ticket or a run folder unreadable to the people it is shared with.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -36,6 +39,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> str:
         raise
     _fsync_dir(path.parent)
     return hashlib.sha256(data).hexdigest()
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc where it can be (setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
