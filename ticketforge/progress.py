@@ -5,8 +5,8 @@ display of the surrounding :func:`using` block (nothing when there is none). ``p
 of the Python API take:
 
 - ``"rich"``: bars on stderr (rate, ETA), for a terminal;
-- ``"log"``: plain lines on stderr, at most one per task every ``LogProgress.every`` seconds, for
-  log files;
+- ``"log"``: plain lines on stderr, at most one per task every ``LogProgress.every`` seconds (none
+  for a task done within a second), for log files;
 - ``"none"``: nothing;
 - None: the display of the surrounding :func:`using` block (nothing outside one);
 - ``"auto"``: ``rich`` on a terminal, ``log`` otherwise;
@@ -201,29 +201,29 @@ def task(name: str, total: int | None, unit: str = "step", **kwargs: Any) -> Ite
 
 
 class LogProgress:
-    """Plain lines on ``file`` (default: stderr): a task's start, an update at most every ``every``
-    seconds of its own clock, its end, and every message."""
+    """Plain lines on ``file`` (default: stderr): a task's first update once it has run ``first``
+    seconds, then one at most every ``every`` seconds of its own clock, and its end; every message.
+    A task done within ``first`` seconds prints nothing."""
 
-    def __init__(self, file: TextIO | None = None, every: float = 10.0) -> None:
-        self.file, self.every = file, every
-        self._last: dict[str, float] = {}
+    def __init__(self, file: TextIO | None = None, every: float = 10.0, first: float = INTERVAL) -> None:
+        self.file, self.every, self.first = file, every, first
+        self._printed: dict[str, float] = {}  # task -> elapsed at its last line
 
     def __call__(self, event: ProgressEvent) -> None:
         if event.kind == "message":
             self._print(event.message)
         elif event.kind == "start":
-            self._last[event.task] = event.elapsed
-            total = f"{event.total} {event.unit}s" if event.total is not None else f"{event.unit}s"
-            self._print(f"{event.task}: {total}" + (f", from {event.unit} {event.done}" if event.done else ""))
+            self._printed.pop(event.task, None)
         elif event.kind == "update":
-            if event.elapsed - self._last.get(event.task, 0.0) < self.every:
+            last = self._printed.get(event.task)
+            if event.elapsed < self.first or (last is not None and event.elapsed - last < self.every):
                 return
-            self._last[event.task] = event.elapsed
+            self._printed[event.task] = event.elapsed
             self._print(progress_line(event))
         elif event.kind == "end":
-            self._last.pop(event.task, None)
-            self._print(f"{event.task}: {event.done}{'/' + str(event.total) if event.total is not None else ''} "
-                        f"{event.unit}s in {format_seconds(event.elapsed)}")
+            if self._printed.pop(event.task, None) is not None or event.elapsed >= self.first:
+                total = f"/{event.total}" if event.total is not None else ""
+                self._print(f"{event.task}: {event.done}{total} {event.unit}s in {format_seconds(event.elapsed)}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.file or sys.stderr, flush=True)

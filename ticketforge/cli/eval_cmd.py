@@ -9,20 +9,15 @@ import click
 import torch
 from torch import nn
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import UsageError
-from .options import check_seed, echo_json, json_option, parse_key_values, round_option, sampling_options
+from ..progress import ProgressLike
+from .eval_table import headline, scores_table
+from .options import (check_seed, echo_json, json_option, parse_key_values, progress_option, round_option,
+                      sampling_options)
 
 MIN_REPORTED_SAMPLES = 10000
-
-
-def headline(scores: dict[str, Any]) -> tuple[str, float]:
-    """The evaluator's main score: the first float in its dict (evaluators put it first)."""
-    for key, value in scores.items():
-        if isinstance(value, float):
-            return key, value
-    raise UsageError("the evaluator returned no score")
+__all__ = ["EvalItem", "MIN_REPORTED_SAMPLES", "evaluate_items", "evaluate_rounds", "headline"]
 
 
 @dataclass(frozen=True)
@@ -76,15 +71,19 @@ class SamplerCache:
 
 def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str, steps: int,
                    options: dict[str, Any], seed: int = 0, device: str = "auto", ema: bool = True,
-                   precision: str = "auto", compile: bool = False) -> list[dict[str, Any]]:
+                   precision: str = "auto", compile: bool = False, progress: ProgressLike = None
+                   ) -> list[dict[str, Any]]:
     """Evaluate each item (rounds of a run, branches) in this process and record its scores with it.
 
     Scores are stored in the item's round record under the evaluator's name (a branch's own record
     for a branch), with the seed, whether EMA weights were used and the denoiser's precision and
     compilation; each evaluation draws its samples from ``seed``. The evaluator, the dataset and the
     (compiled) denoiser are made once for all items. Under torchrun the evaluator shards the sampling
-    over the processes and rank 0 stores the scores.
+    over the processes and rank 0 stores the scores. ``progress`` (``"rich"``, ``"log"``, ``"none"``
+    or a callable, as for :meth:`ticketforge.Engine.run`) shows the items, the featurizer's training
+    and the sampling (rank 0's under torchrun).
     """
+    from .. import progress as shown
     from ..api import load_round, record_metrics
     from ..engine import distributed
     from ..engine.engine import resolve_device
@@ -104,19 +103,23 @@ def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int
                               download=bool(config.get("download")), train=True)
     denoiser = SamplerCache(precision, compile, dev)
     results = []
-    for item in items:
-        loaded = load_round(item.path, item.round, ema=ema, device="cpu")
-        network, resolved = denoiser.load(loaded.network)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        scores = evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=n_samples,
-                                    generator=gen, device=dev, sampler=sampler, steps=steps)
-        scores = {**scores, "seed": seed, "ema": ema, "precision": resolved, "compile": compile}
-        if ctx.is_main:
-            record_metrics(item.path, loaded.round, {evaluator_name: scores})
-        branch = loaded.config.get("branch") if isinstance(loaded.config.get("branch"), dict) else None
-        results.append({"round": loaded.round, "branch": item.branch or (branch or {}).get("name"),
-                        "of_round": (branch or {}).get("of_round"), "run": str(item.path),
-                        "sparsity": loaded.record.get("sparsity"), "evaluator": evaluator_name, "scores": scores})
+    with shown.using(progress if ctx.is_main else "none"), \
+            shown.task(f"evaluating with {evaluator_name}", len(items), "item") as items_done:
+        for item in items:
+            loaded = load_round(item.path, item.round, ema=ema, device="cpu")
+            network, resolved = denoiser.load(loaded.network)
+            gen = torch.Generator(device=dev).manual_seed(seed)
+            scores = evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=n_samples,
+                                        generator=gen, device=dev, sampler=sampler, steps=steps)
+            scores = {**scores, "seed": seed, "ema": ema, "precision": resolved, "compile": compile}
+            if ctx.is_main:
+                record_metrics(item.path, loaded.round, {evaluator_name: scores})
+            branch = loaded.config.get("branch") if isinstance(loaded.config.get("branch"), dict) else None
+            results.append({"round": loaded.round, "branch": item.branch or (branch or {}).get("name"),
+                            "of_round": (branch or {}).get("of_round"), "run": str(item.path),
+                            "sparsity": loaded.record.get("sparsity"), "evaluator": evaluator_name,
+                            "scores": scores})
+            items_done.advance()
     ctx.barrier()  # every process returns once rank 0 stored the scores
     return results
 
@@ -173,10 +176,11 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
               help="Generated samples per round.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="Evaluator option, repeatable.")
 @sampling_options
+@progress_option
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
             n_samples: int, sampler: str, steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str,
-            precision: str, compile_: bool, as_json: bool) -> None:
+            precision: str, compile_: bool, progress: str, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
@@ -201,21 +205,12 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
                    f"published figure needs {MIN_REPORTED_SAMPLES} at the least", err=True)
     results = evaluate_items(items, evaluator, n_samples=n_samples, sampler=sampler, steps=steps,
                              options=parse_key_values(options, "--option"), seed=seed, device=device, ema=not no_ema,
-                             precision=precision, compile=compile_)
+                             precision=precision, compile=compile_,
+                             progress="none" if as_json and progress == "auto" else progress)
     if not main:
         return
     if as_json:
         echo_json(results)
         return
-    table = Table(title=f"{evaluator} of {run} ({n_samples} samples, {sampler} {steps} steps, seed {seed})",
-                  title_justify="left")
-    has_branches = any(r["branch"] for r in results)
-    for col in ("round", *(["branch"] if has_branches else []), "sparsity", "score", "value", "featurizer sha256"):
-        table.add_column(col, justify="left" if col in ("branch", "score", "featurizer sha256") else "right",
-                         no_wrap=col == "branch")
-    for r in results:
-        key, value = headline(r["scores"])
-        where = [str(r["of_round"] if r["branch"] else r["round"])] + ([r["branch"] or ""] if has_branches else [])
-        table.add_row(*where, f"{100 * (r['sparsity'] or 0):.2f}%", key, f"{value:.4f}",
-                      str(r["scores"].get("featurizer_sha256", ""))[:12])
-    Console().print(table)
+    Console().print(scores_table(results, f"{evaluator} of {run} ({n_samples} samples, {sampler} {steps} steps, "
+                                          f"seed {seed})"))
