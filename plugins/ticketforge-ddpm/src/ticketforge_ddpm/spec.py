@@ -148,7 +148,7 @@ class DDPMSpec:
         starts = range(0, n, chunk)
         total = len(starts) * samplers.step_count(sampler, steps, self.diffusion.timesteps)
         try:
-            with progress.task(f"denoising {n} images", total, "step") as bar:
+            with progress.task(f"denoising {n} image{'' if n == 1 else 's'}", total, "step") as bar:
                 out = [samplers.sample(network, self.diffusion, self._shape(min(chunk, n - i)),
                                        data_size=self.config["data_size"], on_step=bar.advance, **options)
                        for i in starts]
