@@ -26,7 +26,8 @@ def test_doc_command_parses(command: DocCommand):
 
 def test_the_docs_show_nproc_first_then_torchrun_with_the_long_percent_names():
     found = {c.where for c in COMMANDS}
-    assert len(COMMANDS) > 40 and {"README.md:33", "docs/quickstart.md:40"} <= found  # the extractor sees them
+    assert len(COMMANDS) > 40 and "README.md:33" in found  # the extractor sees them, and the paper's command:
+    assert any(c.file == "docs/quickstart.md" and "800000" in c.argv() and c.complete for c in COMMANDS)
     # multi-process runs: the --nproc line comes first, then torchrun lines, one of them the paper's percentages
     perf = [c for c in COMMANDS if c.file == "docs/performance.md" and c.complete]
     nproc = [c for c in perf if c.launcher == "ticketforge" and "--nproc" in c.argv()]
