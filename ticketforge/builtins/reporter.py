@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from ..hookspecs import hookimpl
@@ -42,10 +42,11 @@ class RichProgress:
             return
         if event.kind == "start":
             if self._bars is None:
+                # No elapsed-time column: the row must fit 80 columns with the loss and the ETA in it.
                 self._bars = Progress(
-                    TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total} {task.fields[unit]}s"), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[info]}"),
+                    TextColumn("{task.description}"), BarColumn(bar_width=20),
+                    TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]}"),
+                    TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[info]}"),
                     console=self.console, transient=True, refresh_per_second=4)
                 self._bars.start()
             self._tasks[event.task] = self._bars.add_task(event.task, total=event.total, completed=event.done,
