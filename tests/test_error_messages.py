@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -371,22 +372,47 @@ def test_interrupt_while_loading_is_one_line(tmp_path, signum):
     _assert_interrupted(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), signum)
 
 
-@pytest.mark.parametrize("point,signum", [
-    (["--signal-at-step", "1:7", "SIGINT"], signal.SIGINT),
-    (["--signal-at-step", "0:3", "SIGTERM"], signal.SIGTERM),
-    (["--signal-in-write", "masks.safetensors", "SIGINT"], signal.SIGINT),
+@pytest.mark.parametrize("point,signum,finished", [
+    (["--signal-at-step", "1:7", "SIGINT"], signal.SIGINT, [0]),
+    (["--signal-at-step", "0:3", "SIGTERM"], signal.SIGTERM, []),
+    # round 0's masks are written as it finishes: the signal waits for the round to be saved
+    (["--signal-in-write", "masks.safetensors", "SIGINT"], signal.SIGINT, [0]),
+    (["--signal-in-write", "init.safetensors", "SIGINT"], signal.SIGINT, []),  # before training: at once
 ])
-def test_interrupt_during_training_is_one_line_and_resumable(runner, tmp_path, point, signum):
+def test_interrupt_during_training_is_one_line_and_resumable(runner, tmp_path, point, signum, finished):
     run = tmp_path / "run"
     args = ["run", *TOY, "--log-every", "1", "--checkpoint-every", "5", "--out", str(run)]
     proc = subprocess.run([sys.executable, str(RUN_CLI), *point, "--", *args], env=_env(tmp_path),
                           capture_output=True, text=True, timeout=300)
     _assert_interrupted(proc, signum)
     _assert_intact(run)
-    assert RunStore(run).finished_rounds() == ([0] if point[1] == "1:7" else [])
+    assert RunStore(run).finished_rounds() == finished
     resumed = runner.invoke(cli, args)  # the same command, in this process
     assert resumed.exit_code == 0, resumed.output
     assert RunStore(run).finished_rounds() == [0, 1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_round_checkpoints_that_step_and_the_command_it_gives_resumes_from_it(runner, tmp_path, signum):
+    """No periodic checkpoint falls before step 7: the one resumed from is written on the way out."""
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    toy = [a for a in TOY if a != "--quiet"]
+    args = ["run", *toy, "--log-every", "1", "--checkpoint-every", "100", "--progress", "none", "--out", str(run)]
+    proc = subprocess.run([sys.executable, str(RUN_CLI), "--signal-at-step", "1:7", signal.Signals(signum).name,
+                           "--", *args, "--fresh"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    _assert_interrupted(proc, signum)
+    _assert_intact(run)
+    assert f"round 1 was checkpointed at step 7 of 10 in {run}" in proc.stderr
+    command = proc.stderr.split("give the same command again to resume: ")[1].strip()
+    assert shlex.split(command) == ["ticketforge", *args]  # --fresh, which would discard it, left out
+    assert RunStore(run).read_checkpoint("checkpoint.pt")["step"] == 7
+    resumed = runner.invoke(cli, [*shlex.split(command)[1:], "--progress", "log"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming round 1 from step 7 (of 10)" in resumed.stderr
+    assert runner.invoke(cli, ["run", *TOY, "--log-every", "1", "--out", str(ref)]).exit_code == 0
+    digests = [json.loads((r / "manifest.json").read_text())["files"]["rounds/0001/weights.safetensors"]
+               for r in (run, ref)]
+    assert digests[0] == digests[1]  # bit for bit the uninterrupted round
 
 
 def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path):

@@ -7,6 +7,8 @@ Train, prune by magnitude, rewind the surviving weights to an early point, repea
 - :func:`load_round` and :func:`load_ticket` bring a trained ticket back; :func:`load_branch` and
   :func:`list_branches` a run's lottery branches.
 - :func:`branch` trains a finished round's ticket once more (the controls: random masks, reinit, ...).
+- :mod:`ticketforge.progress`: what the ``progress=`` arguments take (``"rich"``, ``"log"``, ``"none"``, a
+  callable), and the tasks through which plugins report their own long work.
 
 Names are imported on first use (PEP 562), so that ``import ticketforge`` (and the command line's
 start, before it can turn Ctrl-C into one line) does not wait for torch.

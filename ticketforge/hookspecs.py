@@ -52,13 +52,29 @@ def ticketforge_run_start(run: Any) -> None:
 
 
 @hookspec
-def ticketforge_round_start(run: Any, round_index: int, sparsity: float, steps: int) -> None:
-    """A round starts training with the given sparsity for ``steps`` steps."""
+def ticketforge_round_start(run: Any, round_index: int, sparsity: float, steps: int, start_step: int,
+                            compiling: bool) -> None:
+    """A round starts training with the given sparsity for ``steps`` steps, from ``start_step`` (above 0:
+    resumed from its checkpoint); ``compiling``: its first steps compile the training step."""
+
+
+@hookspec
+def ticketforge_train_progress(run: Any, round_index: int, step: int, steps: int,
+                               steps_per_s: float | None) -> None:
+    """At most once a second of wall-clock time, and at the round's last step: ``step`` of ``steps`` done.
+
+    Counted on the host, so it never waits for the GPU (the loss is not known here: see train_step).
+    """
 
 
 @hookspec
 def ticketforge_train_step(run: Any, round_index: int, step: int, metrics: dict) -> None:
     """Every ``log_every`` steps: ``metrics`` holds loss, lr and steps/s."""
+
+
+@hookspec
+def ticketforge_compiled(run: Any, round_index: int, steps: int, seconds: float) -> None:
+    """The round's first ``steps`` steps, which compiled the training step, took ``seconds``."""
 
 
 @hookspec

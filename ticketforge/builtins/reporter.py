@@ -1,68 +1,163 @@
-"""The terminal reporter: a lifecycle plugin that draws progress and the per-round table with rich."""
+"""Reporters: the lifecycle hooks of a run shown as progress (rich bars, log lines or a callable), and
+the per-round table."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from ..hookspecs import hookimpl
+from ..progress import ProgressEvent, ProgressFn, ProgressLike, current, eta, format_rate, format_seconds, resolve, using
 
 
 def rounds_table(rounds: list[dict[str, Any]], title: str = "Rounds") -> Table:
     """Round, sparsity, kept weights, loss and speed of each finished round."""
     table = Table(title=title, title_justify="left")
-    for col in ("round", "sparsity", "kept weights", "final loss", "steps/s", "mask sha256"):
+    for col in ("round", "sparsity", "kept weights", "final loss", "speed", "mask sha256"):
         table.add_column(col, justify="right" if col != "mask sha256" else "left")
     for r in rounds:
         m = r.get("metrics", {})
         table.add_row(str(r["round"]), f"{100 * r['sparsity']:.2f}%",
                       f"{m.get('nonzero_params', 0):,}", f"{m.get('loss', float('nan')):.4f}",
-                      f"{m.get('steps_per_s', float('nan')):.1f}", r["mask_sha256"][:12])
+                      format_rate(m.get("steps_per_s")) or "-", r["mask_sha256"][:12])
     return table
 
 
-class RichReporter:
-    """Progress bar per round (step, loss, sparsity, ETA) and a table row as each round ends."""
+class RichProgress:
+    """Progress events as rich bars on stderr (one row per open task), messages as lines above them."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.progress: Progress | None = None
-        self.task: Any = None
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "message":
+            self.console.print(event.message, markup=False, highlight=False)
+            return
+        if event.kind == "start":
+            if self._bars is None:
+                # No elapsed-time column: the row must fit 80 columns with the loss and the ETA in it.
+                self._bars = Progress(
+                    TextColumn("{task.description}"), BarColumn(bar_width=20),
+                    TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[rate]}"),
+                    TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[info]}"),
+                    console=self.console, transient=True, refresh_per_second=4)
+                self._bars.start()
+            self._tasks[event.task] = self._bars.add_task(event.task, total=event.total, completed=event.done,
+                                                          **self._fields(event))
+            return
+        task = self._tasks.get(event.task)
+        if task is None or self._bars is None:
+            return
+        if event.kind == "update":
+            self._bars.update(task, completed=event.done, **self._fields(event))
+        elif event.kind == "end":
+            self._bars.remove_task(self._tasks.pop(event.task))
+            if not self._tasks:
+                self.close()
+
+    @staticmethod
+    def _fields(event: ProgressEvent) -> dict[str, str]:
+        left = eta(event)
+        info = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
+        return {"unit": event.unit, "rate": format_rate(event.rate, event.unit),
+                "eta": f"ETA {format_seconds(left)}" if left is not None else "", "info": info}
+
+    def close(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+        self._tasks.clear()
+
+
+class ProgressReporter:
+    """A lifecycle plugin: a run's hooks as progress events (a task per round) for any display."""
+
+    def __init__(self, shown: ProgressFn) -> None:
+        self.shown = shown
         self.trained = False
+        self._round: tuple[str, int, float] | None = None  # (task name, total steps, start time)
+        self._rate: float | None = None
+        self._info: dict[str, Any] = {}
+
+    def _message(self, text: str) -> None:
+        self.shown(ProgressEvent("message", message=text))
+
+    def _event(self, kind: str, done: int) -> None:
+        if self._round is not None:
+            name, total, t0 = self._round
+            self.shown(ProgressEvent(kind, name, done, total, "step", self._rate, time.monotonic() - t0,
+                                     dict(self._info)))
 
     @hookimpl
     def ticketforge_run_start(self, run: Any) -> None:
         cfg = run.config
-        self.console.print(f"[bold]ticketforge[/] {cfg['model']} ({cfg.get('preset') or 'default preset'}) on "
-                           f"{cfg['dataset']}, schedule {cfg['schedule']}, {cfg['rounds']} prunings x "
-                           f"{cfg['steps_per_round']} steps, device {run.device} -> {run.run_dir}")
+        self._message(f"ticketforge {cfg['model']} ({cfg.get('preset') or 'default preset'}) on {cfg['dataset']}, "
+                      f"schedule {cfg['schedule']}, {cfg['rounds']} prunings x {cfg['steps_per_round']} steps, "
+                      f"device {run.device} -> {run.run_dir}")
         if run.rounds:
-            self.console.print(f"resuming: rounds {', '.join(str(r['round']) for r in run.rounds)} already finished")
+            self._message(f"resuming: rounds {', '.join(str(r['round']) for r in run.rounds)} already finished")
 
     @hookimpl
-    def ticketforge_round_start(self, run: Any, round_index: int, sparsity: float, steps: int) -> None:
-        self.progress = Progress(
-            TextColumn(f"round {round_index} [dim]{100 * sparsity:5.1f}% pruned[/]"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=steps, loss="-", speed="")
+    def ticketforge_round_start(self, run: Any, round_index: int, sparsity: float, steps: int, start_step: int,
+                                compiling: bool) -> None:
+        if start_step:
+            self._message(f"resuming round {round_index} from step {start_step} (of {steps})")
+        if compiling:
+            self._message("compiling the training step (first steps take longer)")
+        self._round, self._rate, self._info = (f"round {round_index} ({100 * sparsity:.1f}% pruned)", steps,
+                                               time.monotonic()), None, {}
+        self._event("start", start_step)
+
+    @hookimpl
+    def ticketforge_train_progress(self, run: Any, round_index: int, step: int, steps: int,
+                                   steps_per_s: float | None) -> None:
+        self._rate = steps_per_s
+        self._event("update", step)
 
     @hookimpl
     def ticketforge_train_step(self, run: Any, round_index: int, step: int, metrics: dict) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=f"{metrics['loss']:.4f}",
-                                 speed=f"{metrics['steps_per_s']:.1f} it/s")
+        self._info["loss"] = float(metrics["loss"])
+        self._event("update", step)
+
+    @hookimpl
+    def ticketforge_compiled(self, run: Any, round_index: int, steps: int, seconds: float) -> None:
+        first = "the first step" if steps == 1 else f"the first {steps} steps"
+        self._message(f"compiled the training step: {first} took {format_seconds(seconds)}")
 
     @hookimpl
     def ticketforge_round_end(self, run: Any, round_index: int, record: dict) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self._event("end", record.get("metrics", {}).get("steps", 0))
+        self._round = None
         self.trained = True
+        self.round_finished(run, round_index, record)
+
+    def round_finished(self, run: Any, round_index: int, record: dict) -> None:
+        m = record.get("metrics", {})
+        self._message(f"round {round_index} finished: {100 * record['sparsity']:.2f}% pruned, "
+                      f"{m.get('nonzero_params', 0):,} weights kept, loss {m.get('loss', float('nan')):.4f}, "
+                      f"{format_rate(m.get('steps_per_s')) or '-'}, mask {record['mask_sha256'][:12]}")
+
+    @hookimpl
+    def ticketforge_run_end(self, run: Any, rounds: list) -> None:
+        if not self.trained:
+            self._message(f"nothing to train: rounds {', '.join(str(r['round']) for r in rounds)} are finished")
+
+
+class RichReporter(ProgressReporter):
+    """Rich bars per round (step, loss, rate, ETA) and the table of every round as each one ends."""
+
+    def __init__(self, console: Console | None = None, progress: RichProgress | None = None) -> None:
+        super().__init__(progress or RichProgress(console))
+        self.console = self.shown.console  # type: ignore[attr-defined]
+
+    def round_finished(self, run: Any, round_index: int, record: dict) -> None:
         # The table of every round so far: the run's state at a glance after each round.
         rounds = [r for r in run.rounds if r["round"] != round_index] + [record]
         self.console.print(rounds_table(rounds, title=f"after round {round_index}"))
@@ -71,3 +166,22 @@ class RichReporter:
     def ticketforge_run_end(self, run: Any, rounds: list) -> None:
         if not self.trained:  # nothing trained in this invocation: show what the run holds
             self.console.print(rounds_table(rounds))
+
+
+@contextmanager
+def reporting(registry: Any, progress: ProgressLike, name: str = "progress-reporter") -> Iterator[None]:
+    """``progress`` (see :mod:`ticketforge.progress`; None: the surrounding display, if any) shown for the
+    run's hooks and for the tasks its plugins open, for the duration of the block."""
+    shown = resolve(progress) if progress is not None else current()
+    if shown is None:
+        yield
+        return
+    reporter = RichReporter(progress=shown) if isinstance(shown, RichProgress) else ProgressReporter(shown)
+    registry.pm.register(reporter, name=name)
+    try:
+        with using(shown):
+            yield
+    finally:
+        registry.pm.unregister(name=name)
+        if isinstance(progress, str) and hasattr(shown, "close"):
+            shown.close()  # type: ignore[attr-defined]

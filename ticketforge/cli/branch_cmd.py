@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..engine.branch import MASK_MODES, START_MODES, BranchRequest, run_branch
-from .options import echo_json, json_option
+from .options import echo_json, json_option, progress_option
 
 
 @click.command("branch")
@@ -27,10 +27,12 @@ from .options import echo_json, json_option
               help="Seed of --start reinit's weights (built as theta_0 is from a run's seed). "
                    "[default: the run's init seed + 1]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: the run's]")
-@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--quiet", is_flag=True, help="No progress display (--progress none).")
+@progress_option
 @json_option
 def command(run: str, round_: int, masks: str, start: str, rewind_fraction: float | None, steps: int | None,
-            seed: int | None, init_seed: int | None, device: str | None, quiet: bool, as_json: bool) -> None:
+            seed: int | None, init_seed: int | None, device: str | None, quiet: bool, progress: str,
+            as_json: bool) -> None:
     """Train a lottery branch of RUN: round K's ticket once more, with other masks or start weights.
 
     Everything else (optimizer, EMA, learning-rate warm-up, precision, compile, CUDA graphs, gradient
@@ -51,11 +53,9 @@ def command(run: str, round_: int, masks: str, start: str, rewind_fraction: floa
                          (after `ticketforge run ... --keep-rewind-points 0,0.05,0.2`)
     """
     request = BranchRequest.make(round_, masks, start, rewind_fraction, steps, seed, init_seed)
-    reporter = None
-    if not quiet and not as_json:
-        from ..builtins.reporter import RichReporter
-        reporter = RichReporter()
-    record, folder, trained = run_branch(run, request, device=device, reporter=reporter)
+    if quiet or (as_json and progress == "auto"):  # --json: stderr stays for errors unless asked
+        progress = "none"
+    record, folder, trained = run_branch(run, request, device=device, progress=progress)
     if as_json:
         echo_json({"path": str(folder), "trained": trained, **record})
         return

@@ -9,21 +9,16 @@ import click
 import torch
 from torch import nn
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import UsageError
-from .options import (check_seed, echo_json, given_options, json_option, key_values_option, round_option,
-                      sampling_options)
+from ..progress import ProgressLike
+from .eval_table import headline, scores_table
+from .options import (check_seed, echo_json, given_options, json_option, key_values_option, progress_option,
+                      round_option, sampling_options)
 
 MIN_REPORTED_SAMPLES = 10000
 
-
-def headline(scores: dict[str, Any]) -> tuple[str, float]:
-    """The evaluator's main score: the first float in its dict (evaluators put it first)."""
-    for key, value in scores.items():
-        if isinstance(value, float):
-            return key, value
-    raise UsageError("the evaluator returned no score")
+__all__ = ["EvalItem", "MIN_REPORTED_SAMPLES", "Scoring", "evaluate_items", "evaluate_rounds", "headline"]
 
 
 @dataclass(frozen=True)
@@ -141,16 +136,27 @@ class Scoring:
 
 def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str, steps: int,
                    options: dict[str, Any], seed: int = 0, device: str = "auto", ema: bool = True,
-                   precision: str = "auto", compile: bool = False) -> list[dict[str, Any]]:
+                   precision: str = "auto", compile: bool = False, progress: ProgressLike = None
+                   ) -> list[dict[str, Any]]:
     """Evaluate each item (rounds of a run, branches) in this process and record its scores with it
-    (see :class:`Scoring`); every item's lock is checked before the first is scored."""
+    (see :class:`Scoring`); every item's lock is checked before the first is scored. ``progress``
+    (``"rich"``, ``"log"``, ``"none"`` or a callable, as for :meth:`ticketforge.Engine.run`) shows the
+    items, the featurizer's training and the sampling (rank 0's under torchrun).
+    """
+    from .. import progress as shown
+
     if not items:
         raise UsageError("nothing to evaluate")
     scoring = Scoring(evaluator_name, n_samples=n_samples, sampler=sampler, steps=steps, options=options,
                       seed=seed, device=device, ema=ema, precision=precision, compile=compile)
     for path in dict.fromkeys(item.path for item in items):  # refused before the work, not after it
         scoring.check_lock(path)
-    results = [scoring.score(item) for item in items]
+    results = []
+    with shown.using(progress if scoring.ctx.is_main else "none"), \
+            shown.task(f"evaluating with {evaluator_name}", len(items), "item") as items_done:
+        for item in items:
+            results.append(scoring.score(item))
+            items_done.advance()
     scoring.ctx.barrier()  # every process returns once rank 0 stored the scores
     return results
 
@@ -208,10 +214,12 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @key_values_option("--evaluator-option", "Option of the evaluator, repeatable (e.g. batch_size=500; "
                                          "`ticketforge list evaluators` names them).")
 @sampling_options
+@progress_option
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
             n_samples: int, sampler: str, steps: int, options: tuple[str, ...], old_options: tuple[str, ...],
-            seed: int, no_ema: bool, device: str, precision: str, compile_: bool, as_json: bool) -> None:
+            seed: int, no_ema: bool, device: str, precision: str, compile_: bool, progress: str,
+            as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
@@ -237,21 +245,12 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
                    f"published figure needs {MIN_REPORTED_SAMPLES} at the least", err=True)
     results = evaluate_items(items, evaluator, n_samples=n_samples, sampler=sampler, steps=steps,
                              options=evaluator_options, seed=seed, device=device, ema=not no_ema,
-                             precision=precision, compile=compile_)
+                             precision=precision, compile=compile_,
+                             progress="none" if as_json and progress == "auto" else progress)
     if not main:
         return
     if as_json:
         echo_json(results)
         return
-    table = Table(title=f"{evaluator} of {run} ({n_samples} samples, {sampler} {steps} steps, seed {seed})",
-                  title_justify="left")
-    has_branches = any(r["branch"] for r in results)
-    for col in ("round", *(["branch"] if has_branches else []), "sparsity", "score", "value", "featurizer sha256"):
-        table.add_column(col, justify="left" if col in ("branch", "score", "featurizer sha256") else "right",
-                         no_wrap=col == "branch")
-    for r in results:
-        key, value = headline(r["scores"])
-        where = [str(r["of_round"] if r["branch"] else r["round"])] + ([r["branch"] or ""] if has_branches else [])
-        table.add_row(*where, f"{100 * (r['sparsity'] or 0):.2f}%", key, f"{value:.4f}",
-                      str(r["scores"].get("featurizer_sha256", ""))[:12])
-    Console().print(table)
+    Console().print(scores_table(results, f"{evaluator} of {run} ({n_samples} samples, {sampler} {steps} steps, "
+                                          f"seed {seed})"))

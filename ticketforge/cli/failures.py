@@ -6,11 +6,12 @@ a read-only or full disk). Each line names the path and says what to do.
 from __future__ import annotations
 
 import errno
+import shlex
 import signal
 from types import FrameType
 
-INTERRUPTED = ("interrupted: finished rounds and the last checkpoint are kept, and no file is left "
-               "half-written; give the same command again to resume")
+INTERRUPTED = ("interrupted: finished rounds are kept and no file is left half-written; give the same command "
+               "again to resume")
 SIGINT_EXIT, SIGTERM_EXIT = 130, 143  # 128 + the signal number, as shells report it
 
 
@@ -29,6 +30,19 @@ def install_signal_handlers() -> None:
 
 def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
     return SIGTERM_EXIT if isinstance(exc, Terminated) else SIGINT_EXIT
+
+
+def interrupted_line(exc: KeyboardInterrupt, argv: list[str] | None) -> str:
+    """What an interruption kept, and the command that resumes (``argv`` without ``--fresh``, which would
+    discard what was kept)."""
+    from ..engine.interrupts import interrupted_at
+
+    at = interrupted_at(exc)
+    if at is None:
+        return INTERRUPTED
+    command = shlex.join(["ticketforge", *[a for a in argv if a != "--fresh"]]) if argv else "the same command"
+    return (f"interrupted: {at.describe()} in {at.folder}; finished rounds are kept and no file is left "
+            f"half-written; give the same command again to resume: {command}")
 
 
 def os_error_line(exc: OSError) -> tuple[str, int] | None:

@@ -14,7 +14,7 @@ import warnings
 import click
 
 from ..errors import TicketforgeError, TicketforgeWarning
-from .failures import INTERRUPTED, install_signal_handlers, interrupt_exit_code, os_error_line
+from .failures import install_signal_handlers, interrupt_exit_code, interrupted_line, os_error_line
 
 # Commands live in their own modules; each exports ``command``. Optional ones are skipped if absent.
 _COMMANDS = ["run_cmd", "list_cmd", "inspect_cmd", "sample_cmd", "export_cmd",
@@ -58,6 +58,10 @@ class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["ticketforge_argv"] = list(args)  # the command as given, for the line that says how to resume
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -69,7 +73,7 @@ class _Group(click.Group):
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (failures.Terminated)
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {INTERRUPTED}", err=True)
+            click.echo(f"Error: {interrupted_line(exc, ctx.meta.get('ticketforge_argv'))}", err=True)
             ctx.exit(interrupt_exit_code(exc))
         except click.UsageError as exc:  # click's own refusals (a bad option value): one line, like ours
             if ctx.obj and ctx.obj.get("debug"):

@@ -68,6 +68,10 @@ branch_option = click.option("--branch", default=None, metavar="NAME",
                              help="A branch of RUN instead of a round (name, unique prefix or part such as reinit; "
                                   "`inspect RUN` lists them). A branch folder may also be given as RUN.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+progress_option = click.option(
+    "--progress", type=click.Choice(["auto", "rich", "log", "none"]), default="auto", show_default=True,
+    help="How progress is shown on stderr: rich bars, plain log lines (at most one per task every 10 s), "
+         "or none; auto = rich on a terminal, log otherwise.")
 
 
 def sampling_options(func):

@@ -11,7 +11,7 @@ import click
 from ..engine import Engine, RunConfig
 from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
 from ..errors import UsageError
-from .options import parse_fractions, parse_key_values
+from .options import parse_fractions, parse_key_values, progress_option
 
 
 @click.command("run")
@@ -77,13 +77,15 @@ from .options import parse_fractions, parse_key_values
 @click.option("--fresh", is_flag=True,
               help="Delete the run's files and start over instead of resuming (only a ticketforge run's files, "
                    "and only when no other process holds the run).")
-@click.option("--quiet", is_flag=True, help="No progress display.")
-def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool, quiet: bool,
+@click.option("--quiet", is_flag=True, help="No progress display (--progress none).")
+@progress_option
+def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool, quiet: bool, progress: str,
             compile_: bool | None, nproc: int | None, **flags: object) -> None:
     """Find a lottery ticket: train, prune, rewind, repeat.
 
     Giving the same command again resumes: finished rounds are skipped and an interrupted round
-    continues from its last checkpoint. Percent values are written as in the paper
+    continues from its last checkpoint. Ctrl-C (or SIGTERM) finishes the step in flight and checkpoints
+    it; a second Ctrl-C stops at once. Percent values are written as in the paper
     (--prune-percent 20 --prune-increment 1, or --p 20 --q 1 where no torchrun parses them).
 
     \b
@@ -111,13 +113,6 @@ def command(config_file: str | None, model_options: tuple[str, ...], fresh: bool
         overrides["model_options"] = {**config.model_options, **parse_key_values(model_options, "--model-option")}
     config = config.merged(overrides)
     engine = Engine(config, fresh=fresh)
-    if not quiet:
-        from ..builtins.reporter import RichReporter
-        engine.registry.pm.register(RichReporter(), name="rich-reporter")
-    try:
-        engine.run()
-    finally:
-        if not quiet:
-            engine.registry.pm.unregister(name="rich-reporter")
+    engine.run(progress="none" if quiet else progress)
     if engine.dist.is_main:
         click.echo(f"Run folder: {Path(engine.run_dir)}")

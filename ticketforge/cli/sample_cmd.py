@@ -13,9 +13,10 @@ from ..branches import describe, resolve_source
 from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
 from ..errors import UsageError
+from ..progress import using
 from ..store.atomic import atomic_write_bytes
-from .options import (branch_option, check_seed, given_options, key_values_option, round_option, sampling_options,
-                      writable_output)
+from .options import (branch_option, check_seed, given_options, key_values_option, progress_option, round_option,
+                      sampling_options, writable_output)
 
 
 @click.command("sample")
@@ -26,9 +27,10 @@ from .options import (branch_option, check_seed, given_options, key_values_optio
 @key_values_option("--sampler-option", "Option of the sampler, repeatable (e.g. eta=0 for ddim).")
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
+@progress_option
 def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
             options: tuple[str, ...], old_options: tuple[str, ...], seed: int, no_ema: bool, device: str,
-            precision: str, compile_: bool, out: str) -> None:
+            precision: str, compile_: bool, out: str, progress: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (the number of images in the grid), not {n}")
@@ -40,11 +42,12 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
     source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
     loaded = load_round(source, round_, ema=not no_ema, device=str(dev))
-    network, _ = sampling_network(loaded.network, precision, compile_, dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    with torch.no_grad():
-        images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
-                                    **sampler_options)
+    with using(progress):  # the model plugin shows its denoising steps
+        network, _ = sampling_network(loaded.network, precision, compile_, dev)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        with torch.no_grad():
+            images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
+                                        **sampler_options)
     png = io.BytesIO()
     save_image(images.float().cpu(), png, nrow=max(1, int(n ** 0.5)), format="png")
     atomic_write_bytes(out, png.getvalue())  # never a half-written grid

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError, TrainingDiverged, UsageError
+from ..progress import ProgressLike
 from ..protocols import ModelSpec
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import plain_state_dict
@@ -149,8 +150,9 @@ class _Unused:
 
 def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = None,
                registry: Registry | None = None, model: ModelSpec | None = None,
-               reporter: Any = None) -> tuple[dict[str, Any], Path, bool]:
-    """Train (or resume, or skip) one branch; returns its record, its folder and whether it trained now."""
+               progress: ProgressLike = None) -> tuple[dict[str, Any], Path, bool]:
+    """Train (or resume, or skip) one branch; returns its record, its folder and whether it trained now.
+    ``progress`` as for :meth:`Engine.run`."""
     run_dir = Path(run)
     parent = RunStore(run_dir)
     config = parent.read_config()  # before the lock: a folder that is no run gets no lock file
@@ -160,16 +162,13 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
     engine = _engine(run_dir, config, device, registry, model)
     if engine.dist.enabled:
         raise UsageError("ticketforge branch trains on one process: run it without torchrun (or --nproc)")
-    if reporter is not None:
-        engine.registry.pm.register(reporter, name="branch-reporter")
+    from ..builtins.reporter import reporting
     try:
-        return _branch(engine, parent, config, request)
+        with reporting(engine.registry, progress, name="branch-reporter"):
+            return _branch(engine, parent, config, request)
     except TrainingDiverged as exc:  # a branch has no --lr of its own: it trains with the run's settings
         raise TrainingDiverged(exc.detail, "the same command resumes from that checkpoint; a branch trains with "
                                            "its run's learning rate, so a lower one needs a run made with it") from None
-    finally:
-        if reporter is not None:
-            engine.registry.pm.unregister(name="branch-reporter")
 
 
 def _branch(engine: Any, parent: RunStore, config: dict[str, Any],
@@ -278,7 +277,7 @@ def _branch_masks(request: BranchRequest, targets: list[Any], ticket: list[Tenso
 def branch(run: str | Path, round: int, *, masks: str = "ticket", start: str = "tau",
            rewind_fraction: float | None = None, steps: int | None = None, seed: int | None = None,
            init_seed: int | None = None, device: str | None = None, registry: Registry | None = None,
-           model: ModelSpec | None = None) -> dict[str, Any]:
+           model: ModelSpec | None = None, progress: ProgressLike = None) -> dict[str, Any]:
     """Train a lottery branch of round ``round`` of the run in ``run`` and return its record.
 
     Args:
@@ -296,6 +295,7 @@ def branch(run: str | Path, round: int, *, masks: str = "ticket", start: str = "
         device: where to train (default: the run's ``device`` setting).
         registry: the plugin registry (default: the installed plugins).
         model: the run's model spec, needed only if the run was made with a ModelSpec object.
+        progress: ``"rich"``, ``"log"``, ``"none"`` or a callable, as for :meth:`Engine.run`.
 
     Returns:
         The branch's record, shaped like a round's (``round`` 0, ``sparsity``, ``mask_sha256``,
@@ -308,4 +308,4 @@ def branch(run: str | Path, round: int, *, masks: str = "ticket", start: str = "
         CheckpointError: a file of the run that is missing or fails its checksum.
     """
     request = BranchRequest.make(round, masks, start, rewind_fraction, steps, seed, init_seed)
-    return run_branch(run, request, device=device, registry=registry, model=model)[0]
+    return run_branch(run, request, device=device, registry=registry, model=model, progress=progress)[0]

@@ -12,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TicketforgeWarning, TrainingDiverged
+from ..progress import ProgressLike, Task
 from ..protocols import ModelSpec, ModuleGroup, PruneTarget
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
@@ -35,9 +37,11 @@ from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
+from .interrupts import InterruptedAt, StepBoundary, attach
 from .rewind import THETA_TAU, RewindPoints, point_step
 from .run_folder import default_run_dir
 from .settings import component_settings
+from .step_graph import WARMUP_STEPS
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
 
@@ -134,6 +138,16 @@ def compile_options(device: torch.device, capture: bool, channels_last: bool = T
     return {"options": options}
 
 
+def cpu_compile_warning(device: torch.device, what: str = "the training step") -> str | None:
+    """The one-line warning for compiling on a CPU (None elsewhere): it takes minutes before the first
+    step and seldom pays off there, and the user is waiting without a word."""
+    if device.type != "cpu":
+        return None
+    return (f"--compile on a CPU compiles {what} for minutes before it starts (a quarter of an hour and more "
+            f"for the larger presets) and seldom makes it faster there: give the command without --compile "
+            f"to start at once")
+
+
 def set_matmul_precision(precision: str) -> None:
     """TF32 on for ``tf32`` (and ``bf16``, for the ops autocast leaves in float32), off for ``fp32``."""
     tf32 = precision in ("tf32", "bf16")
@@ -162,8 +176,12 @@ class Engine:
 
         Engine(RunConfig(steps_per_round=200), schedule=MySchedule()).run()
 
-    Keyword arguments that are fields of :class:`RunConfig` override the config.
+    Keyword arguments that are fields of :class:`RunConfig` override the config. :meth:`run` takes
+    ``progress`` (``"rich"``, ``"log"``, ``"none"`` or a callable; see :mod:`ticketforge.progress`).
     """
+
+    # The clock of progress updates and of the compile time (tests give their own).
+    progress_clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, config: RunConfig | None = None, *, model: str | ModelSpec | None = None,
                  schedule: Any = None, scorer: Any = None, registry: Registry | None = None,
@@ -197,6 +215,9 @@ class Engine:
         self.store = self.dist.store(RunStore(self.run_dir))  # rank 0 reads and writes, the others get the results
         self.capture = self._resolve_capture()
         self.compile_options = compile_options(self.device, self.capture)
+        warning = cpu_compile_warning(self.device) if self.config.compile and self.dist.is_main else None
+        if warning:
+            warnings.warn(warning, TicketforgeWarning, stacklevel=2)
 
     def _resolve_capture(self) -> bool:
         """Whether each round's step is captured as one CUDA graph (see ``RunConfig.cuda_graphs``)."""
@@ -238,8 +259,19 @@ class Engine:
         return self.registry.create(kind, getattr(self.config, key), **options)
 
     # -- the run ----------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
-        """Run (or resume) every round; returns the round records."""
+    def run(self, progress: ProgressLike = None) -> list[dict[str, Any]]:
+        """Run (or resume) every round; returns the round records.
+
+        ``progress``: ``"rich"`` (bars and the round table on stderr), ``"log"`` (plain lines),
+        ``"none"``, or a callable given each :class:`~ticketforge.progress.ProgressEvent`; None: the
+        display of a surrounding :func:`ticketforge.progress.using` block, else nothing.
+        """
+        from ..builtins.reporter import reporting
+
+        with reporting(self.registry, progress):
+            return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
         cfg = self.config
         torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)  # theta_0
         network = self.spec.build()
@@ -421,11 +453,25 @@ class Engine:
             points.at_step(0, network)  # a point at step 0 (tau_frac 0): the start weights themselves
         setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
                            cfg.log_every, cfg.checkpoint_every, self.precision, capture=self.capture)
-        self.hooks.ticketforge_round_start(run=state, round_index=i, sparsity=sparsity, steps=job.steps)
-        forward = self._forward_network(network)
+        forward, compiling = self._forward_network(network)
+        self.hooks.ticketforge_round_start(run=state, round_index=i, sparsity=sparsity, steps=job.steps,
+                                           start_step=start, compiling=compiling)
+        clock = self.progress_clock
+        # Progress goes by the clock: one time read per step, no wait for the GPU.
+        ticker = Task(lambda e: e.kind == "update" and self.hooks.ticketforge_train_progress(
+            run=state, round_index=i, step=e.done, steps=job.steps, steps_per_s=e.rate),
+            f"round {i}", job.steps, done=start, clock=clock)
+        # The steps that compile: the first (and with the whole-step graph, its eager warm-up and capture).
+        compiled_at = min(start + (WARMUP_STEPS + 1 if self.capture else 1), job.steps) if compiling else None
+        saved = {"step": start if start else None}
+        t_start = clock()
 
         def on_step(done: int) -> None:
             points.at_step(done, network)
+            ticker.set(done)
+            if done == compiled_at:
+                self.hooks.ticketforge_compiled(run=state, round_index=i, steps=done - start,
+                                                seconds=clock() - t_start)
 
         def on_log(done: int, metrics: dict[str, float]) -> None:
             store.append_log({"round": i, "step": done, **metrics})
@@ -433,29 +479,44 @@ class Engine:
 
         def on_checkpoint(done: int) -> None:
             self._checkpoint(i, done, network, optimizer, ema, gen, store=store, points=points)
+            saved["step"] = done
 
-        t0 = time.perf_counter()
-        # Ctrl-C and SIGTERM unwind to the command line, which says how to resume (cli/failures.py).
-        summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen, start,
-                              on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step, forward_network=forward,
-                              reduce=self.dist.reduce_window)
-        seconds = time.perf_counter() - t0
-        record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
-                                    {**summary, "steps": job.steps, "seconds": seconds,
-                                     "steps_per_s": (job.steps - start) / max(seconds, 1e-9),
-                                     "world_size": self.dist.world_size},
-                                    store=store, points=points, extra=job.record_extra)
-        self.hooks.ticketforge_round_end(run=state, round_index=i, record=record)
+        # Ctrl-C and SIGTERM finish the step in flight and checkpoint it (one process only: under
+        # torchrun the checkpoint gathers every rank, which the ranks' signals would reach at different
+        # steps); the command line then says what was kept and how to resume (cli/failures.py).
+        boundary = StepBoundary(enabled=self.dist.world_size == 1)
+        try:
+            with boundary:
+                t0 = time.perf_counter()
+                summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen,
+                                      start, on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step,
+                                      forward_network=forward, reduce=self.dist.reduce_window, boundary=boundary)
+                seconds = time.perf_counter() - t0
+                record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
+                                            {**summary, "steps": job.steps, "seconds": seconds,
+                                             "steps_per_s": (job.steps - start) / max(seconds, 1e-9),
+                                             "world_size": self.dist.world_size},
+                                            store=store, points=points, extra=job.record_extra)
+                saved["finished"] = True
+                self.hooks.ticketforge_round_end(run=state, round_index=i, record=record)
+        except KeyboardInterrupt as exc:
+            what = f"branch {job.record_extra['branch']['name']}" if "branch" in job.record_extra else f"round {i}"
+            attach(exc, InterruptedAt(str(store.path), what, saved["step"], job.steps,
+                                      now=boundary.held or saved["step"] == ticker.done,
+                                      finished=bool(saved.get("finished"))))
+            raise
         return record
 
-    def _forward_network(self, network: nn.Module) -> nn.Module:
-        """The network the training step calls: under DDP (torchrun) and compiled, once per run (masks change in place)."""
+    def _forward_network(self, network: nn.Module) -> tuple[nn.Module, bool]:
+        """The network the training step calls: under DDP (torchrun) and compiled, once per run (masks change
+        in place); and whether it is compiled anew (its first call compiles)."""
         forward = self.dist.wrap(network)  # DistributedDataParallel; the network itself on one process
         if not self.config.compile:
-            return forward
-        if getattr(self, "_compiled", None) is None or self._compiled_of is not forward:
+            return forward, False
+        fresh = getattr(self, "_compiled", None) is None or self._compiled_of is not forward
+        if fresh:
             self._compiled, self._compiled_of = torch.compile(forward, **self.compile_options), forward
-        return self._compiled
+        return self._compiled, fresh
 
     def _checkpoint(self, k: int, step: int, network: nn.Module, optimizer: torch.optim.Optimizer,
                     ema: EMA | None, gen: torch.Generator, *, store: Any = None,

@@ -8,12 +8,15 @@ evaluators' own featurizers are not touched: only the denoiser is wrapped.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from .engine import resolve_precision, set_matmul_precision
+from ..errors import TicketforgeWarning
+from ..progress import message
+from .engine import cpu_compile_warning, resolve_precision, set_matmul_precision
 
 
 class Autocast(nn.Module):
@@ -44,5 +47,9 @@ def sampling_network(network: nn.Module, precision: str, compile: bool, device: 
         network.to(memory_format=torch.channels_last)
     net: nn.Module = Autocast(network) if resolved == "bf16" else network
     if compile:
+        warning = cpu_compile_warning(device, "the denoiser")
+        if warning:
+            warnings.warn(warning, TicketforgeWarning, stacklevel=2)
+        message("compiling the denoiser (the first sampling steps take longer)")
         net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
     return net, resolved

@@ -23,6 +23,7 @@ from ..protocols import ModelSpec
 from ..pruning.masks import refresh_pruned_weights
 from .data import BatchSource
 from .ema import EMA
+from .interrupts import StepBoundary
 from .step_graph import StepGraph
 
 
@@ -81,6 +82,7 @@ def train_round(
     on_step: Callable[[int], None] = lambda step: None,
     forward_network: nn.Module | None = None,
     reduce: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    boundary: StepBoundary | None = None,
 ) -> dict[str, float]:
     """Train from ``start_step`` to ``setup.steps``; returns the round's summary metrics.
 
@@ -88,6 +90,8 @@ def train_round(
     ``on_checkpoint(step)`` after every ``checkpoint_every`` steps, once the loss is known finite.
     ``reduce(loss_sum, bad_step)`` runs at those sync points only (under torchrun: the mean loss and the
     first non-finite step over all processes, so every rank stops at the same step).
+    ``boundary``: a signal it holds ends the loop after the step in flight, checkpointed (once the
+    loss is known finite) unless it was the round's last step, which the caller saves.
     With ``setup.capture`` the optimizer must come from ``make_optimizer(..., capturable=True)``.
     """
     device = batches.device
@@ -160,6 +164,8 @@ def train_round(
                 optimizer.zero_grad(set_to_none=True)
             window += 1
             done = step + 1
+            if boundary is not None:
+                boundary.unsaved = True
             at_log = done % setup.log_every == 0 or done == setup.steps
             at_ckpt = done % setup.checkpoint_every == 0 and done < setup.steps
             if at_log or at_ckpt:
@@ -178,6 +184,14 @@ def train_round(
                 window, t_window = 0, now
             if at_ckpt:
                 on_checkpoint(done)
+            if boundary is not None:
+                boundary.unsaved = not at_ckpt
+                if boundary.pending is not None and done < setup.steps:
+                    if not (at_log or at_ckpt):
+                        check_finite()  # never a checkpoint of a diverged step
+                    if not at_ckpt:
+                        on_checkpoint(done)
+                    boundary.deliver()
     finally:
         if graph is not None:
             graph.release()  # the graph's memory and its gradient buffers: the next round starts clean

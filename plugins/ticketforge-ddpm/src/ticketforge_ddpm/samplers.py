@@ -11,7 +11,7 @@ module, for code that takes a single network (``spec.sample``, evaluators).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +20,17 @@ from .diffusion import GaussianDiffusion, eps_from_x0, from_model_space, randn, 
 from .switching import NetworkSchedule, TimestepSwitch, network_picker, switch_at
 
 __all__ = ["SAMPLERS", "NetworkSchedule", "TimestepSwitch", "switch_at", "network_picker", "ddim_timesteps",
-           "ddim_sigmas", "ancestral_sigmas", "sample_steps", "sample", "denoising_trajectory"]
+           "step_count", "ddim_sigmas", "ancestral_sigmas", "sample_steps", "sample", "denoising_trajectory"]
 
 SAMPLERS = ("ddim", "ddpm")
 DEFAULT_DDIM_STEPS = 50
+
+
+def step_count(sampler: str, steps: int | None, timesteps: int) -> int:
+    """The denoising steps a sampler takes: ``steps``, by default all T for ``ddpm``, 50 for ``ddim``."""
+    if steps is not None:
+        return steps
+    return timesteps if sampler == "ddpm" else min(DEFAULT_DDIM_STEPS, timesteps)
 
 
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
@@ -108,9 +115,7 @@ def sample_steps(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequen
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
     T = diffusion.timesteps
-    if steps is None:
-        steps = T if sampler == "ddpm" else min(DEFAULT_DDIM_STEPS, T)
-    seq = ddim_timesteps(T, steps)
+    seq = ddim_timesteps(T, step_count(sampler, steps, T))
     abar, abar_prev = (v.tolist() for v in _abar_pairs(diffusion, seq))
     sigmas = ancestral_sigmas(diffusion, seq, variance) if sampler == "ddpm" else ddim_sigmas(diffusion, seq, eta)
     pick = network_picker(network, network_schedule)
@@ -141,12 +146,14 @@ def sample_steps(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequen
 
 
 def sample(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequence[int], *,
-           data_size: int | None = None, **options) -> Tensor:
+           data_size: int | None = None, on_step: Callable[[], None] | None = None, **options) -> Tensor:
     """Generated images in [0, 1], center-cropped to ``data_size`` when the network's input was
-    padded. ``options`` are those of :func:`sample_steps`."""
+    padded. ``on_step`` is called after each denoising step (progress); ``options`` are those of
+    :func:`sample_steps`."""
     x = None
-    for _, x in sample_steps(network, diffusion, shape, **options):
-        pass
+    for i, (_, x) in enumerate(sample_steps(network, diffusion, shape, **options)):
+        if i and on_step is not None:  # the first state is the starting noise
+            on_step()
     return from_model_space(x, data_size)
 
 
@@ -157,8 +164,7 @@ def denoising_trajectory(network: nn.Module, diffusion: GaussianDiffusion, shape
     Returns ``(levels, images)``: the noise level of each frame as :func:`sample_steps` yields
     them (the starting level first, 0 last) and the images in [0, 1], ``[frames, n, C, h, w]``.
     ``options`` are those of :func:`sample_steps`."""
-    n_steps = options.get("steps") or (diffusion.timesteps if options.get("sampler") == "ddpm"
-                                       else min(DEFAULT_DDIM_STEPS, diffusion.timesteps))
+    n_steps = step_count(options.get("sampler", "ddim"), options.get("steps") or None, diffusion.timesteps)
     picks = {round(i * n_steps / max(frames - 1, 1)) for i in range(frames)}
     states = enumerate(sample_steps(network, diffusion, shape, **options))
     kept = [(k, from_model_space(x, data_size)) for i, (k, x) in states if i in picks]

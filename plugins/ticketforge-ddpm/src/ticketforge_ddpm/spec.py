@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ticketforge import progress
 from ticketforge.errors import ConfigError
 from ticketforge.protocols import ModuleGroup, TrainingDefaults
 
@@ -144,9 +145,13 @@ class DDPMSpec:
         options = dict(sampler=sampler, steps=steps, eta=eta, generator=generator,
                        network_schedule=network_schedule, clip_x0=clip_x0, variance=variance)
         chunk = batch_size or n
+        starts = range(0, n, chunk)
+        total = len(starts) * samplers.step_count(sampler, steps, self.diffusion.timesteps)
         try:
-            out = [samplers.sample(network, self.diffusion, self._shape(min(chunk, n - i)),
-                                   data_size=self.config["data_size"], **options) for i in range(0, n, chunk)]
+            with progress.task(f"denoising {n} image{'' if n == 1 else 's'}", total, "step") as bar:
+                out = [samplers.sample(network, self.diffusion, self._shape(min(chunk, n - i)),
+                                       data_size=self.config["data_size"], on_step=bar.advance, **options)
+                       for i in starts]
         except ValueError as exc:
             raise ConfigError(f"ddpm-unet sampling: {exc}") from None
         return torch.cat(out)

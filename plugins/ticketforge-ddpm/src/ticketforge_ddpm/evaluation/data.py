@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ticketforge.cache import cache_root as core_cache_root
 from ticketforge.errors import UsageError
+from ticketforge.progress import task
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -74,10 +75,12 @@ def generate(spec: Any, network: nn.Module, n: int, *, generator: torch.Generato
     if n < 2:
         raise UsageError(f"need at least 2 samples for a distance, got {n}")
     chunks = []
-    for start in range(0, n, batch_size):
-        with torch.no_grad():
-            images = spec.sample(network, min(batch_size, n - start), generator=generator, **sample_options)
-        chunks.append(to_uint8(images))
+    with task(f"sampling {n} images", n, "image") as bar:
+        for start in range(0, n, batch_size):
+            with torch.no_grad():
+                images = spec.sample(network, min(batch_size, n - start), generator=generator, **sample_options)
+            chunks.append(to_uint8(images))
+            bar.advance(len(images))
     return torch.cat(chunks)
 
 
@@ -86,9 +89,11 @@ def extract_features(featurize: Callable[[Tensor], Tensor], images: Tensor, *, d
                      batch_size: int = 256) -> np.ndarray:
     """``featurize`` applied to uint8 ``images`` in batches: float64 ``[N, d]`` on the CPU."""
     out = []
-    for start in range(0, len(images), batch_size):
-        feats = featurize(images[start:start + batch_size].to(device))
-        out.append(feats.reshape(feats.shape[0], -1).to("cpu", torch.float64))
+    with task("features", len(images), "image") as bar:
+        for start in range(0, len(images), batch_size):
+            feats = featurize(images[start:start + batch_size].to(device))
+            out.append(feats.reshape(feats.shape[0], -1).to("cpu", torch.float64))
+            bar.advance(len(feats))
     return torch.cat(out).numpy()
 
 
