@@ -149,7 +149,9 @@ def make_plan(run_cfg: Any, study: dict[str, Any], out: Path) -> tuple[list[Job]
     if study.get("repro-round"):
         jobs.append(dataclasses.replace(branch_job("s0", s0, study["repro-round"], "ticket-tau",
                                                    parse_control("ticket-tau"), "@repro"), id="repro"))
-    for target, k in zip(study["sparsities"], cells):
+    # highest sparsity first: gated by its round, it starts as soon as that round is done, ahead of
+    # lower cells still queued (the run is the critical path)
+    for target, k in reversed(list(zip(study["sparsities"], cells))):
         for name, ctl in zip(study["controls"], controls):
             jobs.append(branch_job("s0", s0, k, name, ctl, f"@{target:g}"))
         if target == study["sparsities"][0] and spread_seed is not None:
