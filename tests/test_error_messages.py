@@ -455,9 +455,9 @@ def test_os_errors_map_to_lines_that_name_the_path(exc, code, needles, monkeypat
 
 def test_unwritable_report_folder_is_refused_before_the_summaries(runner, finished_run, open_folder, monkeypatch):
     pytest.importorskip("matplotlib")
-    import ticketforge.cli.report_cmd as report_cmd
+    import ticketforge.report as report
 
-    forbid(monkeypatch, report_cmd, "summarize_run", "summarized before checking --out")
+    forbid(monkeypatch, report, "summarize_run", "summarized before checking --out")
     locked = read_only_folder(open_folder, "report")
     with unprivileged():
         result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked)])
