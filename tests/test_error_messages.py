@@ -358,9 +358,9 @@ def _assert_intact(run: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_while_loading_is_one_line(tmp_path, signum):
-    """Ctrl-C or SIGTERM in the first seconds, while torch is being imported."""
-    proc = subprocess.Popen([sys.executable, "-m", "ticketforge", "list"], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Ctrl-C or SIGTERM in the first seconds, while torch is being imported (by the command's module)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ticketforge", "flops", "--model", "ddpm-unet"], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
