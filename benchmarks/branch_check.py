@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ticketforge import Engine, RunConfig, branch, list_branches
-from ticketforge.cli.eval_cmd import EvalItem, evaluate_items
+from ticketforge.evaluation import EvalItem, evaluate_items
 from ticketforge.store import RunStore
 from ticketforge.store.run_store import round_dir
 

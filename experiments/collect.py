@@ -6,7 +6,7 @@ Usage: python experiments/collect.py RUN [RUN ...] --out summary.json
 import argparse
 import json
 
-from ticketforge.cli.inspect_cmd import inspect_run
+from ticketforge.inspection import inspect_run
 
 parser = argparse.ArgumentParser()
 parser.add_argument("runs", nargs="+")

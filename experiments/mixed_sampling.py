@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from ticketforge.api import load_round
-from ticketforge.cli.options import parse_key_values
 from ticketforge.engine.sampling import sampling_network
 from ticketforge.metrics.flops import count_macs, with_densities
 from ticketforge.registry import get_registry
@@ -37,6 +36,21 @@ def macs_per_step(dense: torch.nn.Module, ticket: torch.nn.Module, spec: Any) ->
     inputs = spec.example_inputs(1, "cpu")
     count = count_macs(dense.cpu(), inputs)
     return float(count.dense), float(with_densities(count, ticket.cpu()).sparse)
+
+
+def key_values(items: list[str]) -> dict[str, Any]:
+    """``["batch_size=500"]`` -> ``{"batch_size": 500}``: values read as JSON where they can be, as
+    ``ticketforge eval --evaluator-option`` reads them."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --evaluator-option takes KEY=VALUE, not {item!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.replace("-", "_")] = value
+    return out
 
 
 def plan(switches: list[int], timesteps: list[int]) -> list[tuple[str, int | None]]:
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
 
     registry = get_registry()
-    evaluator = registry.create("evaluators", args.evaluator, **parse_key_values(tuple(args.option), "--evaluator-option"))
+    evaluator = registry.create("evaluators", args.evaluator, **key_values(args.option))
     config = RunStore(args.run).read_config()
     dataset = registry.create("datasets", config["dataset"], root=config.get("data_root"),
                               download=bool(config.get("download")), train=True)

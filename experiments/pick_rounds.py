@@ -2,7 +2,7 @@
 
 import sys
 
-from ticketforge.cli.inspect_cmd import inspect_run
+from ticketforge.inspection import inspect_run
 
 run, targets = sys.argv[1], [float(t) for t in sys.argv[2:]]
 rounds = inspect_run(run)["rounds"]

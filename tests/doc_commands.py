@@ -77,9 +77,9 @@ def _command_at(text: str) -> str | None:
     if not rest:
         return None
     # "ticketforge trains on ..." is prose; a command goes on with an option or a command name
-    from ticketforge.cli.main import cli
+    from ticketforge.cli.main import COMMANDS
     launcher = "torchrun" if "torch" in match.group(1) else "ticketforge"
-    if not rest[0].startswith("-") and not (launcher == "ticketforge" and rest[0] in cli.commands):
+    if not rest[0].startswith("-") and not (launcher == "ticketforge" and rest[0] in COMMANDS):
         return None
     return text
 
@@ -168,9 +168,9 @@ class DocLineError(AssertionError):
 @contextlib.contextmanager
 def paths_need_not_exist() -> Iterator[None]:
     """Run folders named in the docs do not exist here: let click's path types skip that check."""
-    from ticketforge.cli.main import cli
+    from ticketforge.cli.main import all_commands
     changed = []
-    for command in cli.commands.values():
+    for command in all_commands().values():
         for param in command.params:
             if isinstance(param.type, click.Path) and param.type.exists:
                 param.type.exists = False

@@ -139,7 +139,7 @@ def test_compare_command(toy_config, registry, monkeypatch, tmp_path):
 
 def test_cka_plot_names_the_modules_and_keeps_the_legend_off_the_axes_and_labels():
     pytest.importorskip("matplotlib")
-    from ticketforge.cli.compare_cmd import cka_figure
+    from ticketforge.plots import cka_figure
     modules = ["time_embed.0", "down.0.res.conv1", "mid.attn.qkv", "out.conv"]
     rows = [{"module": m, "cka": c, "jaccard": 0.5} for m, c in zip(modules, [0.9, None, 0.4, 0.7])]
     fig = cka_figure({"a/3 vs b/3": rows, "a/3 vs c/3": rows}, title="weights CKA per module")

@@ -11,7 +11,7 @@ import contextlib
 import pytest
 
 from doc_commands import DocCommand, DocLineError, doc_commands, dry_parse, parse_ticketforge, parse_torchrun
-from ticketforge.cli.main import cli
+from ticketforge.cli.main import all_commands, cli
 
 COMMANDS = doc_commands()
 
@@ -96,7 +96,8 @@ def test_every_option_has_a_name_that_torchrun_passes_on():
             launched |= {dry_parse(c)[1].info_name} if c.launcher == "torchrun" else set()
     assert {"run", "eval"} <= launched
     taken = set()
-    for command_name, command in {"": cli, **{n: cli.commands[n] for n in launched}}.items():
+    commands = all_commands()
+    for command_name, command in {"": cli, **{n: commands[n] for n in launched}}.items():
         for param in command.params:
             names = [n for n in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ()))
                      if n.startswith("--")]

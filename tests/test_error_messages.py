@@ -358,9 +358,9 @@ def _assert_intact(run: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_while_loading_is_one_line(tmp_path, signum):
-    """Ctrl-C or SIGTERM in the first seconds, while torch is being imported."""
-    proc = subprocess.Popen([sys.executable, "-m", "ticketforge", "list"], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Ctrl-C or SIGTERM in the first seconds, while torch is being imported (by the command's module)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ticketforge", "flops", "--model", "ddpm-unet"], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     maps = Path(f"/proc/{proc.pid}/maps")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -455,9 +455,9 @@ def test_os_errors_map_to_lines_that_name_the_path(exc, code, needles, monkeypat
 
 def test_unwritable_report_folder_is_refused_before_the_summaries(runner, finished_run, open_folder, monkeypatch):
     pytest.importorskip("matplotlib")
-    import ticketforge.cli.report_cmd as report_cmd
+    import ticketforge.report as report
 
-    forbid(monkeypatch, report_cmd, "summarize_run", "summarized before checking --out")
+    forbid(monkeypatch, report, "summarize_run", "summarized before checking --out")
     locked = read_only_folder(open_folder, "report")
     with unprivileged():
         result = runner.invoke(cli, ["report", str(finished_run), "--out", str(locked)])

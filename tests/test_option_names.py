@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Option, hookimpl
-from ticketforge.cli.main import cli
+from ticketforge.cli.main import all_commands, cli
 
 SEEN: list[tuple[str, dict]] = []  # (what, the options it was given)
 
@@ -94,7 +94,7 @@ def test_flops_gives_model_options_to_the_model(runner, flag, warned):
 
 def test_every_device_option_defaults_to_auto_or_the_runs_own():
     defaults = {}
-    for name, command in cli.commands.items():
+    for name, command in all_commands().items():
         for param in command.params:
             if isinstance(param, click.Option) and "--device" in param.opts:
                 defaults[name] = param.default

@@ -3,12 +3,17 @@
 Train, prune by magnitude, rewind the surviving weights to an early point, repeat. The public API:
 
 - :class:`Engine` and :class:`RunConfig` run the train-prune-rewind loop.
-- :data:`hookimpl`, the record types and the protocols are what plugin authors use.
+- :data:`hookimpl`, the record types (:class:`LazyFactory` names a factory by import path) and the
+  protocols are what plugin authors use.
 - :func:`load_round` and :func:`load_ticket` bring a trained ticket back; :func:`load_branch` and
   :func:`list_branches` a run's lottery branches.
 - :func:`branch` trains a finished round's ticket once more (the controls: random masks, reinit, ...).
 - :mod:`ticketforge.progress`: what the ``progress=`` arguments take (``"rich"``, ``"log"``, ``"none"``, a
   callable), and the tasks through which plugins report their own long work.
+- What the commands compute, as functions: :mod:`ticketforge.evaluation` (``eval``),
+  :mod:`ticketforge.comparison` (``compare``), :mod:`ticketforge.inspection` (``inspect``, ``flops``),
+  :mod:`ticketforge.report` (``report``), :mod:`ticketforge.scores` and :mod:`ticketforge.plots`; the
+  command line (:mod:`ticketforge.cli`) only parses, checks and prints.
 
 Names are imported on first use (PEP 562), so that ``import ticketforge`` (and the command line's
 start, before it can turn Ctrl-C into one line) does not wait for torch.
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, TicketforgeError, UsageError
 from .hookspecs import hookimpl
-from .records import ComponentRecord, Option
+from .records import ComponentRecord, LazyFactory, Option
 
 __version__ = "0.1.0"
 
@@ -61,7 +66,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Engine", "RunConfig", "hookimpl", "ComponentRecord", "Option", "ModelSpec", "ModuleGroup",
+    "Engine", "RunConfig", "hookimpl", "ComponentRecord", "LazyFactory", "Option", "ModelSpec", "ModuleGroup",
     "PruneTarget", "Schedule", "Scorer", "Similarity", "Evaluator", "TrainingDefaults", "RatioSchedule",
     "LoadedRound", "load_round", "branch", "load_branch", "list_branches", "BranchInfo", "record_metrics", "export_ticket", "load_ticket", "TicketforgeError", "UsageError", "ConfigError",
 ]

@@ -1,19 +1,21 @@
 """The contracts between the engine and its components.
 
 A plugin's factory returns an object that satisfies one of these protocols. They are structural
-(``typing.Protocol``): no base class is required, only the methods.
+(``typing.Protocol``): no base class is required, only the methods. torch appears in annotations only,
+so a plugin's registration (its presets' :class:`TrainingDefaults`) does not import it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-Grouped = list[list[Tensor]]
+Grouped = list[list["Tensor"]]
 """Tensors per module group, then per pruned tensor of that group (forward order)."""
 
 

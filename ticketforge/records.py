@@ -2,10 +2,14 @@
 
 Every component a plugin contributes (a scorer, a schedule, a model, ...) is described by one
 :class:`ComponentRecord`: a kebab-case name, a factory, a one-line summary and its typed options.
+A :class:`LazyFactory` names the factory by import path, so that registering (and ``ticketforge
+list``) imports none of the component's code, torch included.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -27,12 +31,40 @@ class Option:
 
 
 @dataclass(frozen=True)
+class LazyFactory:
+    """A factory named ``"package.module:attribute"`` (``"pkg.spec:Spec.from_preset"``), imported when
+    first called; its signature is the target's, so option checks see the real keywords."""
+
+    target: str
+
+    def __post_init__(self) -> None:
+        module, sep, attribute = self.target.partition(":")
+        if not (module and sep and attribute):
+            raise ValueError(f"lazy factory {self.target!r} must be 'package.module:attribute'")
+
+    def resolve(self) -> Callable[..., Any]:
+        """The factory itself (its module imported)."""
+        module, _, attribute = self.target.partition(":")
+        found: Any = importlib.import_module(module)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+        return found
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.resolve())
+
+
+@dataclass(frozen=True)
 class ComponentRecord:
     """A named component: ``factory(**options)`` builds it.
 
     Attributes:
         name: lower-case kebab-case name users type (``magnitude``, ``ddpm-unet``).
-        factory: callable returning the component object.
+        factory: callable returning the component object; a :class:`LazyFactory` imports it on first use.
         summary: one line shown by ``ticketforge list``.
         options: typed keyword options the factory accepts.
         plugin: the distribution that registered it (filled in by the registry).
@@ -50,11 +82,3 @@ class ComponentRecord:
         if "\n" in self.summary:
             raise ValueError(f"summary of {self.name!r} must be one line")
 
-
-# Short aliases so plugin code reads naturally: ``ScorerRecord("snip", Snip, "...")``.
-ScorerRecord = ComponentRecord
-ScheduleRecord = ComponentRecord
-ModelRecord = ComponentRecord
-DatasetRecord = ComponentRecord
-SimilarityRecord = ComponentRecord
-EvaluatorRecord = ComponentRecord

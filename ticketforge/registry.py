@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .records import KINDS, ComponentRecord
+from .records import KINDS, ComponentRecord, LazyFactory
 from .typecheck import problem
 
 ENTRY_POINT_GROUP = "ticketforge"
@@ -124,7 +124,14 @@ class Registry:
             raise PluginError(f"{_SINGULAR[kind]} {name!r} has no option {unknown[0]!r} "
                               f"(options: {', '.join(sorted(allowed))})")
         options = _check_option_types(f"{_SINGULAR[kind]} {name!r}", record, options)
-        return record.factory(**options)
+        factory = record.factory
+        if isinstance(factory, LazyFactory):  # registered by name: its module is imported now
+            try:
+                factory = factory.resolve()
+            except Exception as exc:
+                raise PluginError(f"{_SINGULAR[kind]} {name!r} (plugin {record.plugin}) cannot be loaded: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        return factory(**options)
 
 
 def _as_records(returned: Any) -> tuple[list[ComponentRecord], str | None]:

@@ -211,7 +211,7 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
                 result = {"name": record["branch"]["name"], "sparsity": record["sparsity"]}
             elif jkind == "score":
                 if scoring is None:
-                    from ticketforge.cli.eval_cmd import Scoring
+                    from ticketforge.evaluation import Scoring
                     scoring = Scoring(study["evaluator"], n_samples=study["samples"], sampler="ddim",
                                       steps=study["sample-steps"], options=dict(study.get("evaluator-options", {})),
                                       seed=study["sample-seed"], precision=args["precision"], compile=args["compile"])
@@ -225,7 +225,7 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
 
 def score_once(scoring: Any, args: dict[str, Any]) -> dict[str, Any]:
     """Score one item unless its record already holds a score made with these settings."""
-    from ticketforge.cli.eval_cmd import EvalItem
+    from ticketforge.evaluation import EvalItem
     from ticketforge.store import RunStore
 
     path, k = args["path"], args["round"]

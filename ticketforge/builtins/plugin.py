@@ -1,13 +1,18 @@
-"""Registration of the built-in components (entry point ``builtins`` of the ``ticketforge`` group)."""
+"""Registration of the built-in components (entry point ``builtins`` of the ``ticketforge`` group).
+
+The components' modules (torch, numpy) are imported when a component is built, not here: ``ticketforge
+list`` reads these records without them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import hookimpl
-from ..records import ComponentRecord, Option
-from .schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
-from .scorers import MagnitudeScorer, RandomScorer
+from ..records import ComponentRecord, LazyFactory, Option
+
+if TYPE_CHECKING:
+    from .schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
 
 
 def _percent(value: float) -> float:
@@ -15,19 +20,22 @@ def _percent(value: float) -> float:
 
 
 def _uniform(p: float = 20.0) -> UniformSchedule:
+    from .schedules import UniformSchedule
     return UniformSchedule(_percent(p))
 
 
 def _incremental(p: float = 20.0, q: float = 1.0) -> IncrementalSchedule:
+    from .schedules import IncrementalSchedule
     return IncrementalSchedule(_percent(p), _percent(q))
 
 
 def _global(p: float = 20.0) -> GlobalSchedule:
+    from .schedules import GlobalSchedule
     return GlobalSchedule(_percent(p))
 
 
 def _cka(kernel: str = "linear", debiased: bool = False) -> Any:
-    from ..similarity.cka import CKA  # imported lazily: numpy/scipy work only when used
+    from ..similarity.cka import CKA
     return CKA(kernel=kernel, debiased=debiased)
 
 
@@ -38,8 +46,10 @@ Q = Option("q", float, 1.0, "extra percent per group index (group j prunes p + j
 @hookimpl
 def ticketforge_scorers() -> list[ComponentRecord]:
     return [
-        ComponentRecord("magnitude", MagnitudeScorer, "|w|: the smallest weights go first"),
-        ComponentRecord("random", RandomScorer, "uniform random scores from the run's seed (a control)"),
+        ComponentRecord("magnitude", LazyFactory(f"{__package__}.scorers:MagnitudeScorer"),
+                        "|w|: the smallest weights go first"),
+        ComponentRecord("random", LazyFactory(f"{__package__}.scorers:RandomScorer"),
+                        "uniform random scores from the run's seed (a control)"),
     ]
 
 

@@ -2,80 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsageError
-from ..similarity.cka import activation_cka, mask_jaccard, weight_cka
-from ..store.atomic import atomic_write_bytes
+from ..comparison import branch_name, compare_rounds
+from ..plots import plot_cka, require_matplotlib
 from .options import check_seed, echo_json, json_option, round_option, writable_output
-
-
-def _random_jaccard(da: float, db: float) -> float:
-    """Expected Jaccard index of two independent random masks of densities ``da`` and ``db``."""
-    union = da + db - da * db
-    return da * db / union if union else 1.0
-
-
-def _safe(score: Any) -> float | None:
-    """CKA as a float, None when undefined (too few output channels, a constant layer)."""
-    try:
-        value = float(score())
-    except ValueError:
-        return None
-    return None if math.isnan(value) else value
-
-
-def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "linear", debiased: bool = True,
-                   samples: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Per-module CKA and mask Jaccard of two :class:`~ticketforge.api.LoadedRound`, upstream first.
-
-    ``weights`` mode compares ``module.weight`` rows (output channels as samples); ``activations``
-    mode feeds ``samples`` identical example inputs (seeded) to both networks and compares outputs.
-    """
-    if a.config.get("model") != b.config.get("model") or a.spec.config != b.spec.config:
-        raise UsageError("the two runs use different models; CKA per module needs the same architecture")
-    names = [(group.name, name) for group in a.groups for name, _ in group.modules]
-    missing = [name for _, name in names if name not in b.masks]
-    if missing:
-        raise UsageError(f"module {missing[0]!r} is not pruned in the second run: the runs' module groups differ")
-    if mode == "weights":
-        mods_a, mods_b = dict(a.network.named_modules()), dict(b.network.named_modules())
-        scores = {name: _safe(lambda: weight_cka(mods_a[name], mods_b[name], debiased=debiased, kernel=kernel))
-                  for _, name in names}
-    elif mode == "activations":
-        device = next(a.network.parameters()).device
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            inputs = tuple(a.spec.example_inputs(samples, device))
-        b.network.to(device)
-        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], kernel, debiased=debiased)
-        scores = {name: None if math.isnan(value) else value for name, value in raw.items()}
-    else:
-        raise UsageError(f"--mode must be weights or activations, not {mode!r}")
-    rows = []
-    for group, name in names:
-        ma, mb = a.masks[name], b.masks[name]
-        da, db = float(ma.float().mean()), float(mb.float().mean())
-        rows.append({"module": name, "group": group, "cka": scores[name], "jaccard": mask_jaccard(ma, mb),
-                     "jaccard_random": _random_jaccard(da, db), "density_a": da, "density_b": db})
-    all_a = torch.cat([a.masks[n].flatten() for _, n in names])
-    all_b = torch.cat([b.masks[n].flatten() for _, n in names])
-    return {"run_a": str(a.run_dir), "round_a": a.round, "run_b": str(b.run_dir), "round_b": b.round,
-            "branch_a": _branch_name(a), "branch_b": _branch_name(b),
-            "mode": mode, "kernel": kernel, "debiased": debiased, "samples": samples if mode == "activations" else None,
-            "jaccard": mask_jaccard(all_a, all_b), "modules": rows}
-
-
-def _branch_name(loaded: Any) -> str | None:
-    branch = loaded.config.get("branch")
-    return branch.get("name") if isinstance(branch, dict) else None
 
 
 def side_label(doc: dict[str, Any], side: str) -> str:
@@ -84,55 +20,6 @@ def side_label(doc: dict[str, Any], side: str) -> str:
     if branch:
         return f"{Path(run).parent.parent} branch {branch}"
     return f"{run} round {doc[f'round_{side}']}"
-
-
-def require_matplotlib() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, or a one-line usage error."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install 'ticketforge[plots]'") from None
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path) -> None:
-    """A matplotlib figure as a PNG, written atomically (an interruption leaves no half-written file).
-
-    Cropped to what it draws, so a legend beside the axes and long tick labels are inside the image."""
-    import io
-    png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png", bbox_inches="tight")
-    atomic_write_bytes(path, png.getvalue())
-
-
-def cka_figure(series: dict[str, list[dict[str, Any]]], title: str = "") -> Any:
-    """CKA per module, upstream to downstream, one line per comparison (and mask Jaccard dotted).
-
-    The x axis names the modules; the legend sits beside the axes, where it covers no line or label."""
-    plt = require_matplotlib()
-    modules = [r["module"] for r in max(series.values(), key=len)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.16 * len(modules)), 3.5))
-    x = list(range(len(modules)))
-    for label, rows in series.items():
-        line, = ax.plot(x[:len(rows)], [math.nan if r["cka"] is None else r["cka"] for r in rows], marker=".",
-                        label=f"CKA {label}")
-        ax.plot(x[:len(rows)], [r["jaccard"] for r in rows], linestyle=":", color=line.get_color(),
-                label=f"mask Jaccard {label}")
-    ax.set_xticks(x, modules, rotation=90, fontsize="x-small")
-    ax.set(xlabel="module (forward order)", ylabel="similarity", ylim=(-0.05, 1.05), xlim=(-0.5, len(x) - 0.5),
-           title=title)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    return fig
-
-
-def plot_cka(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> None:
-    """:func:`cka_figure` written to ``path`` as a PNG."""
-    plt = require_matplotlib()
-    fig = cka_figure(series, title)
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def render(doc: dict[str, Any], console: Console) -> None:
@@ -194,7 +81,7 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
     if plot:
         def short(loaded: Any, branch: str | None, run: str) -> str:
-            return f"{Path(run).name}/{_branch_name(loaded) or branch if branch else loaded.round}"
+            return f"{Path(run).name}/{branch_name(loaded) or branch if branch else loaded.round}"
         plot_cka({f"{short(a, branch_a, run_a)} vs {short(b, branch_b, run_b)}": doc["modules"]}, plot,
                  title=f"{mode} CKA per module")
     if as_json:

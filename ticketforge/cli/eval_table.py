@@ -7,15 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..errors import UsageError
-
-
-def headline(scores: dict[str, Any]) -> tuple[str, float]:
-    """The evaluator's main score: the first float in its dict (evaluators put it first)."""
-    for key, value in scores.items():
-        if isinstance(value, float):
-            return key, value
-    raise UsageError("the evaluator returned no score")
+from ..scores import headline
 
 
 def kid(scores: dict[str, Any]) -> str:
@@ -33,7 +25,7 @@ def accuracy(scores: dict[str, Any]) -> str:
 
 
 def scores_table(results: list[dict[str, Any]], title: str) -> Table:
-    """One row per evaluated item of :func:`~ticketforge.cli.eval_cmd.evaluate_items`; the KID and
+    """One row per evaluated item of :func:`~ticketforge.evaluation.evaluate_items`; the KID and
     accuracy columns only when some evaluator reported them."""
     table = Table(title=title, title_justify="left")
     has_branches = any(r["branch"] for r in results)

@@ -5,56 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import UsageError
-from ..metrics.flops import flops_report
+from ..inspection import model_report
+from ..metrics.flops import human_macs
 from .options import branch_option, echo_json, given_options, json_option, key_values_option, round_option
-
-
-def human_macs(macs: float) -> str:
-    """``6.239 G``, ``46.1 K``: three significant decimals in the largest fitting unit."""
-    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(macs) >= scale:
-            return f"{macs / scale:.3f} {unit}"
-    return f"{macs:.0f}"
-
-
-def model_report(run: str | None, model: str | None, preset: str | None, options: dict[str, Any],
-                 round_: int | None, batch_size: int = 1, branch: str | None = None) -> dict[str, Any]:
-    """The ``flops --json`` document for a run's round or branch, or for a freshly built dense model."""
-    if (run is None) == (model is None):
-        raise UsageError("give either a RUN directory or --model NAME")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1 (images per counted forward pass), not {batch_size}")
-    if run is None and branch is not None:
-        raise UsageError("--branch needs a RUN directory")
-    if run is not None:
-        if preset is not None or options:
-            raise UsageError("--preset and --model-option build a fresh model: use them with --model, not with RUN")
-        from ..api import load_round
-        from ..branches import branch_of, resolve_source
-        path, round_, _ = resolve_source(run, branch, round_)
-        loaded = load_round(path, round_, ema=False)
-        spec, network, groups = loaded.spec, loaded.network, loaded.groups
-        source: dict[str, Any] = {"run": str(path), "round": loaded.round, "sparsity": loaded.record.get("sparsity"),
-                                  "branch": branch_of(path)}
-    else:
-        if round_ is not None:
-            raise UsageError("--round needs a RUN directory")
-        from ..engine.groups import module_groups
-        from ..registry import get_registry
-        if preset is not None:
-            options = {**options, "preset": preset}
-        spec = get_registry().create("models", model, **options)
-        torch.manual_seed(0)
-        network = spec.build().eval()
-        groups = module_groups(spec, network)
-        source = {"model": model, "preset": preset}
-    report = flops_report(network, spec.example_inputs(batch_size), groups)
-    return {**source, "batch_size": batch_size, **report}
 
 
 def render(doc: dict[str, Any], console: Console) -> None:

@@ -8,48 +8,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..branches import BranchInfo, checkpoint_position, list_branches, resolve_branch
+from ..branches import BranchInfo, list_branches, resolve_branch
 from ..builtins.reporter import rounds_table
+from ..inspection import inspect_run
+from ..scores import stored_scores
 from ..store import RunStore
-from ..store.read_checks import verify_run
 from .options import echo_json, json_option
-
-
-def inspect_run(run: str, branches: list[BranchInfo] | None = None) -> dict:
-    """The ``inspect --json`` document: run path, resolved config, every finished round, every branch.
-
-    A branch folder given as ``run`` is a run of one round; its document also has ``"branch"``. A run
-    with a round still to train also has ``"unfinished"``: that round, the step its checkpoint holds
-    (0 before the first one) and the round's steps.
-    """
-    store = RunStore(run)
-    config = store.read_config()
-    verify_run(store, config)  # report only what the files hold: a damaged one is an error naming it
-    doc: dict[str, Any] = {"run": str(store.path), "config": config,
-                           "rounds": [store.round_record(k) for k in store.finished_rounds()],
-                           "branches": [b.to_json() for b in (list_branches(run) if branches is None else branches)]}
-    if isinstance(config.get("branch"), dict):
-        doc["branch"] = config["branch"]
-    unfinished = unfinished_round(store.path, config, doc["rounds"])
-    if unfinished is not None:
-        doc["unfinished"] = unfinished
-    return doc
-
-
-def unfinished_round(path: Any, config: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """``{"round", "step", "steps", "checkpoint"}`` of the round the run's command trains next, or None
-    when the run is as far as its config asks (its rounds, or its target sparsity, reached)."""
-    branch = config.get("branch") if isinstance(config.get("branch"), dict) else None
-    last = rounds[-1] if rounds else None
-    target = config.get("target_sparsity")
-    if last is not None and (last["round"] >= (0 if branch else int(config.get("rounds") or 0))
-                             or (target is not None and last["sparsity"] >= target)):
-        return None
-    k = last["round"] + 1 if last is not None else 0
-    position = checkpoint_position(path)
-    step = position[1] if position is not None and position[0] == k else 0
-    steps = (branch or {}).get("steps") or config.get("steps_per_round")
-    return {"round": k, "step": step, "steps": steps, "checkpoint": step > 0}
 
 
 def progress_line(unfinished: dict[str, Any]) -> str:
@@ -57,11 +21,6 @@ def progress_line(unfinished: dict[str, Any]) -> str:
     k, step, steps = unfinished["round"], unfinished["step"], unfinished["steps"]
     where = "checkpointed" if unfinished["checkpoint"] else "no checkpoint yet: it starts at step 0"
     return f"round {k}: step {step} of {steps} ({where}); the same `ticketforge run` command resumes it"
-
-
-def _scores(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from .report_cmd import stored_scores
-    return stored_scores(metrics)
 
 
 def _start_text(branch: dict[str, Any]) -> str:
@@ -76,7 +35,7 @@ def rounds_and_branches_table(rounds: list[dict[str, Any]], branches: list[Branc
     trained for another budget than the rounds, and each stored evaluator's headline score has a column.
     """
     records = [*rounds, *(b.record for b in branches if b.record)]
-    scores = {id(r): _scores(r.get("metrics", {})) for r in records}
+    scores = {id(r): stored_scores(r.get("metrics", {})) for r in records}
     evaluators: dict[str, str] = {}  # evaluator name -> the key of its headline score (the column's header)
     for per in scores.values():
         for name, score in per.items():

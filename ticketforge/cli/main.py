@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import sys
 import warnings
 
 import click
@@ -16,47 +15,52 @@ import click
 from ..errors import TicketforgeError, TicketforgeWarning
 from .failures import install_signal_handlers, interrupt_exit_code, interrupted_line, os_error_line
 
-# Commands live in their own modules; each exports ``command``. Optional ones are skipped if absent.
-_COMMANDS = ["run_cmd", "list_cmd", "inspect_cmd", "sample_cmd", "export_cmd",
-             "flops_cmd", "compare_cmd", "eval_cmd", "report_cmd", "branch_cmd"]
-
-
-_MODULES = {name.removesuffix("_cmd"): name for name in _COMMANDS}
+# Each command lives in its own module, which exports ``command``, and is imported only when it runs:
+# ``ticketforge --help`` (and ``list``) must not wait for torch. The first paragraph of each command's
+# help is kept here for ``--help`` (a test checks it against the command's own).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "branch": ("branch_cmd", "Train a lottery branch of RUN: round K's ticket once more, with other masks or start "
+                             "weights."),
+    "compare": ("compare_cmd", "Compare two tickets module by module, upstream to downstream: CKA and mask Jaccard."),
+    "eval": ("eval_cmd", "Score generated samples of a round (or --all rounds) and store the scores with the round."),
+    "export": ("export_cmd", "Export a round's ticket (or a branch's): bit-packed masks, the kept values and the "
+                             "config, in safetensors."),
+    "flops": ("flops_cmd", "Theoretical MACs of a round's ticket (RUN), a branch's (--branch) or of a fresh dense "
+                           "model (--model NAME)."),
+    "inspect": ("inspect_cmd", "Show a run's config and its rounds: sparsity, kept weights, loss, mask digest."),
+    "list": ("list_cmd", "List installed components (scorers, schedules, models, datasets, similarities, "
+                         "evaluators)."),
+    "report": ("report_cmd", "Markdown report of one or more runs: per-round table, score vs sparsity, CKA per "
+                             "module, samples."),
+    "run": ("run_cmd", "Find a lottery ticket: train, prune, rewind, repeat."),
+    "sample": ("sample_cmd", "Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."),
+}
 
 
 class _Group(click.Group):
     """Turns ticketforge errors, interruptions and OS refusals into one line and an exit code.
 
     Commands are imported when first used, inside :meth:`invoke`, so that a Ctrl-C while torch is
-    still loading also ends in that one line."""
-
-    @property
-    def commands(self) -> dict[str, click.Command]:  # type: ignore[override]
-        for name in _MODULES:
-            self._load(name)
-        return self._commands
-
-    @commands.setter
-    def commands(self, value: dict[str, click.Command]) -> None:
-        self._commands = value
-
-    def _load(self, name: str) -> None:
-        if name in self._commands or name not in _MODULES:
-            return
-        try:
-            module = importlib.import_module(f"{__package__}.{_MODULES[name]}")
-        except ModuleNotFoundError as exc:  # optional commands may be absent
-            if exc.name != f"{__package__}.{_MODULES[name]}":
-                raise
-            return
-        self._commands[module.command.name] = module.command
+    still loading also ends in that one line; the command list of ``--help`` imports none of them."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._load(cmd_name)
-        return self._commands.get(cmd_name)
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"{__package__}.{COMMANDS[cmd_name][0]}")
+            self.add_command(module.command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(self.commands)
+        return sorted({*COMMANDS, *self.commands})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, with the short help of a command not yet imported taken from :data:`COMMANDS`."""
+        commands = [(name, self.commands.get(name) or click.Command(name, help=COMMANDS[name][1]))
+                    for name in self.list_commands(ctx)]
+        commands = [(name, command) for name, command in commands if not command.hidden]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["ticketforge_argv"] = list(args)  # the command as given, for the line that says how to resume
@@ -143,5 +147,8 @@ def main() -> None:
     cli(prog_name="ticketforge")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+
+def all_commands() -> dict[str, click.Command]:
+    """Every command by name, each module imported (for the docs and tests; a command line imports one)."""
+    ctx = click.Context(cli, info_name="ticketforge")
+    return {name: command for name in cli.list_commands(ctx) if (command := cli.get_command(ctx, name))}

@@ -175,12 +175,7 @@ class RunConfig:
 
     def resolve(self, defaults: TrainingDefaults) -> "RunConfig":
         """Fill every None hyperparameter from the model preset's defaults."""
-        filled = {}
-        for f in fields(TrainingDefaults):
-            if hasattr(self, f.name) and getattr(self, f.name) is None:
-                filled[f.name] = getattr(defaults, f.name)
-        if self.rounds is None:
-            filled["rounds"] = getattr(defaults, "rounds", 25)
+        filled = {f.name: getattr(defaults, f.name) for f in fields(TrainingDefaults) if getattr(self, f.name) is None}
         return dataclasses.replace(self, **filled)
 
     def identity(self) -> dict[str, Any]:

@@ -187,5 +187,13 @@ def flops_report(network: nn.Module, inputs: Sequence[Any], groups: Sequence[Mod
     }
 
 
+def human_macs(macs: float) -> str:
+    """``6.239 G``, ``46.1 K``: three significant decimals in the largest fitting unit."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(macs) >= scale:
+            return f"{macs / scale:.3f} {unit}"
+    return f"{macs:.0f}"
+
+
 __all__ = ["WEIGHT_OPS", "LeafMacs", "MacCount", "count_macs", "effective_parameters", "flops_report",
-           "effective_weight", "sdpa_flop_jit", "weight_density", "with_densities"]
+           "effective_weight", "human_macs", "sdpa_flop_jit", "weight_density", "with_densities"]

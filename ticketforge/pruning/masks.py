@@ -55,13 +55,6 @@ def _single_custom_mask(module: nn.Module) -> bool:
             and getattr(module, "weight_mask", None) is not None and module.weight_mask.dtype == torch.bool)
 
 
-def remove_masks(targets: Sequence[PruneTarget]) -> None:
-    """Make every pruned weight a plain Parameter again (its values already carry the mask)."""
-    for t in targets:
-        if is_pruned(t.module):
-            prune.remove(t.module, "weight")
-
-
 @torch.no_grad()
 def apply_masks(targets: Sequence[PruneTarget], masks: Sequence[Tensor]) -> None:
     """Apply one bool mask per target, replacing whatever reparametrization was there."""
@@ -85,17 +78,6 @@ def apply_masks(targets: Sequence[PruneTarget], masks: Sequence[Tensor]) -> None
         # custom_from_mask stores a float copy; keep the bool one (4x less memory).
         t.module.weight_mask = mask
         t.module.weight = t.module.weight_orig * mask
-
-
-def current_masks(targets: Sequence[PruneTarget]) -> list[Tensor]:
-    """The bool mask of each target (all ones for a target that is not pruned)."""
-    out = []
-    for t in targets:
-        if is_pruned(t.module):
-            out.append(t.module.weight_mask.detach().bool().clone())
-        else:
-            out.append(torch.ones_like(t.module.weight, dtype=torch.bool))
-    return out
 
 
 def sparsity_of(masks: Sequence[Tensor]) -> float:

@@ -147,12 +147,6 @@ class RunStore:
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{self.path / rel} is not a readable safetensors file ({exc})") from None
 
-    def read_tensors_metadata(self, rel: str) -> dict[str, str]:
-        from safetensors import safe_open
-        self.read_bytes(rel)
-        with safe_open(str(self.path / rel), framework="pt") as f:
-            return dict(f.metadata() or {})
-
     # -- config ---------------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
         if not self.exists():

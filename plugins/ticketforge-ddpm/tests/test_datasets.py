@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from ticketforge.errors import UsageError
-from ticketforge_ddpm.datasets import DATASETS, cifar10, cifar100, imagefolder, mnist, mnist_sample
+from ticketforge_ddpm import plugin
+from ticketforge_ddpm.datasets import cifar10, cifar100, imagefolder, mnist, mnist_sample
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -107,7 +108,7 @@ def test_cifar_from_image_folders(tmp_path):
 
 
 def test_every_factory_has_the_protocol_signature(tmp_path):
-    for name, (factory, _) in DATASETS.items():
+    for name, factory in ((r.name, r.factory) for r in plugin.ticketforge_datasets()):
         if name == "mnist-sample":
             assert len(factory(root=None, download=False, train=False)) == 1000
         else:

@@ -47,3 +47,15 @@ def test_registry_passes_cli_style_model_options():
     registry = build_registry(entry_points=False, plugins=[plugin])
     spec = registry.create("models", "ddpm-unet", preset="mnist", ch=32, ch_mult=[1, 2])
     assert (spec.config["preset"], spec.config["ch"], spec.config["ch_mult"]) == ("mnist", 32, [1, 2])
+
+
+def test_registering_imports_no_torch():
+    """``ticketforge list`` loads both entry points: their records name the factories, imported when built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ticketforge_ddpm.plugin as p, ticketforge_ddpm.evaluation.plugin as e; "
+            "records = p.ticketforge_models() + p.ticketforge_datasets() + e.ticketforge_evaluators(); "
+            "print(len(records), [m for m in ('torch', 'torchvision') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split(maxsplit=1) == ["9", "[]\n"], done.stderr

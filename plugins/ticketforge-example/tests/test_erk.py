@@ -12,7 +12,7 @@ from ticketforge import Engine, RunConfig
 from ticketforge.errors import ConfigError
 from ticketforge.registry import build_registry
 from ticketforge.testing import RecordsContract, ScheduleContract
-from ticketforge_example import ErkSchedule, erk_keep_counts, erk_weight
+from ticketforge_example.erk import ErkSchedule, erk_keep_counts, erk_weight
 
 
 class TestErkContract(ScheduleContract):

@@ -1,11 +1,32 @@
 """ticketforge-ddpm: the DDPM U-Net (``ddpm-unet``), its diffusion loss and samplers, and image
-datasets (``mnist``, ``mnist-sample``, ``cifar10``, ``cifar100``, ``imagefolder``) for ticketforge."""
+datasets (``mnist``, ``mnist-sample``, ``cifar10``, ``cifar100``, ``imagefolder``) for ticketforge.
 
-from .diffusion import GaussianDiffusion, beta_schedule
-from .presets import PRESETS
-from .switching import TimestepSwitch, switch_at
-from .spec import DDPMSpec
-from .unet import UNet
+Names are imported on first use (PEP 562): the entry points (``ticketforge_ddpm.plugin``) import this
+package, and registering the plugin must not wait for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .diffusion import GaussianDiffusion, beta_schedule
+    from .presets import PRESETS
+    from .spec import DDPMSpec
+    from .switching import TimestepSwitch, switch_at
+    from .unet import UNet
+
+_LAZY = {"DDPMSpec": ".spec", "GaussianDiffusion": ".diffusion", "PRESETS": ".presets", "UNet": ".unet",
+         "TimestepSwitch": ".switching", "beta_schedule": ".diffusion", "switch_at": ".switching"}
 
 __all__ = ["DDPMSpec", "GaussianDiffusion", "PRESETS", "UNet", "TimestepSwitch", "beta_schedule", "switch_at"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -15,7 +15,7 @@ import gzip
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,12 +154,3 @@ def cifar10(root: str | None = None, download: bool = False, train: bool = True,
 def cifar100(root: str | None = None, download: bool = False, train: bool = True, **options: Any) -> Dataset:
     """CIFAR-100, ``[3, 32, 32]``: torchvision's files, or an image-folder copy (folder or .tar.gz)."""
     return _cifar("cifar100", "cifar-100-python", root, download, train, options)
-
-
-DATASETS: dict[str, tuple[Callable[..., Dataset], str]] = {  # name: (factory, one-line summary)
-    "mnist": (mnist, "MNIST digits, 28x28 grayscale, from the IDX files (gzipped or not)"),
-    "mnist-sample": (mnist_sample, "the first 9,000 MNIST training digits, embedded (no files needed)"),
-    "cifar10": (cifar10, "CIFAR-10, 32x32 RGB: torchvision's files or an image-folder copy"),
-    "cifar100": (cifar100, "CIFAR-100, 32x32 RGB: torchvision's files or an image-folder copy"),
-    "imagefolder": (imagefolder, "images in <class>/<image> files, from a folder or a .tar.gz"),
-}

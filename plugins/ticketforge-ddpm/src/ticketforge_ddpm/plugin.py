@@ -1,19 +1,29 @@
-"""pluggy registrations: the ``ddpm-unet`` model and the image datasets."""
+"""pluggy registrations: the ``ddpm-unet`` model and the image datasets.
+
+Registering imports no torch: the factories are :class:`~ticketforge.records.LazyFactory` names of
+``spec.py`` and ``datasets.py``, imported when a component is built.
+"""
 
 from __future__ import annotations
 
 from ticketforge.hookspecs import hookimpl
-from ticketforge.records import DatasetRecord, ModelRecord, Option
+from ticketforge.records import ComponentRecord, LazyFactory, Option
 
-from .datasets import DATASETS
 from .presets import CONFIG_OPTIONS, DEFAULT_PRESET, PRESETS
-from .spec import DDPMSpec
+
+DATASETS: dict[str, tuple[str, str]] = {  # name: (factory in datasets.py, one-line summary)
+    "mnist": ("mnist", "MNIST digits, 28x28 grayscale, from the IDX files (gzipped or not)"),
+    "mnist-sample": ("mnist_sample", "the first 9,000 MNIST training digits, embedded (no files needed)"),
+    "cifar10": ("cifar10", "CIFAR-10, 32x32 RGB: torchvision's files or an image-folder copy"),
+    "cifar100": ("cifar100", "CIFAR-100, 32x32 RGB: torchvision's files or an image-folder copy"),
+    "imagefolder": ("imagefolder", "images in <class>/<image> files, from a folder or a .tar.gz"),
+}
 
 
 @hookimpl
-def ticketforge_models() -> list[ModelRecord]:
-    return [ModelRecord(
-        "ddpm-unet", DDPMSpec.from_preset,
+def ticketforge_models() -> list[ComponentRecord]:
+    return [ComponentRecord(
+        "ddpm-unet", LazyFactory(f"{__package__}.spec:DDPMSpec.from_preset"),
         "the DDPM U-Net of Ho et al. 2020 with DDPM/DDIM samplers; presets " + ", ".join(PRESETS),
         options=(
             Option("preset", str, DEFAULT_PRESET, "one of " + ", ".join(PRESETS)),
@@ -35,6 +45,7 @@ IMAGEFOLDER_OPTIONS = (
 
 
 @hookimpl
-def ticketforge_datasets() -> list[DatasetRecord]:
-    return [DatasetRecord(name, factory, summary, options=IMAGEFOLDER_OPTIONS if name == "imagefolder" else ())
+def ticketforge_datasets() -> list[ComponentRecord]:
+    return [ComponentRecord(name, LazyFactory(f"{__package__}.datasets:{factory}"), summary,
+                            options=IMAGEFOLDER_OPTIONS if name == "imagefolder" else ())
             for name, (factory, summary) in DATASETS.items()]

@@ -1,5 +1,5 @@
-"""An example ticketforge plugin: the ERK layer-wise pruning schedule (copy this layout for your own)."""
+"""An example ticketforge plugin: the ERK layer-wise pruning schedule (copy this layout for your own).
 
-from .erk import ErkSchedule, erk_keep_counts, erk_weight
-
-__all__ = ["ErkSchedule", "erk_keep_counts", "erk_weight"]
+The schedule is :mod:`ticketforge_example.erk`; this package imports nothing, so that loading the
+registration (:mod:`ticketforge_example.plugin`) does not import torch.
+"""

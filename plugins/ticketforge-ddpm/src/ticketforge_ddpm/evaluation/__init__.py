@@ -3,8 +3,24 @@
 ``fid`` needs the Inception weights as a local file and the optional package pytorch-fid.
 ``fd-lenet`` / ``fd-resnet`` work offline: a Frechet distance (plus KID) on the features of a
 classifier that ticketforge trains on the dataset itself; they are not FID and never called so.
+The evaluator classes are imported on first use, so that registering them (``evaluation.plugin``)
+does not import torch.
 """
 
-from .evaluators import FIDEvaluator, FrechetEvaluator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .evaluators import FIDEvaluator, FrechetEvaluator
 
 __all__ = ["FIDEvaluator", "FrechetEvaluator"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".evaluators", __name__), name)
+    globals()[name] = value
+    return value
