@@ -176,7 +176,7 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
             n_samples: int, sampler: str, steps: int, options: tuple[str, ...], seed: int, no_ema: bool, device: str,
-            precision: str, compile_: bool, as_json: bool) -> None:
+            threads: int | str, precision: str, compile_: bool, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
@@ -191,7 +191,10 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
       torchrun --nproc-per-node 2 -m ticketforge eval runs/<run> --all --evaluator fd-lenet
     """
     from ..engine.distributed import launch_env
+    from ..engine.engine import resolve_device
+    from ..engine.threads import apply_threads
     check_seed(seed)
+    apply_threads(threads, resolve_device(device))  # sampling and the featurizer's CPU work
     items, notes = eval_items(run, round_, all_rounds, branch, all_branches)
     main = launch_env()[0] == 0
     for note in notes if main else []:

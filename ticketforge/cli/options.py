@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
-from ..errors import UsageError
+from ..engine.threads import check_threads
+from ..errors import ConfigError, UsageError
 from .failures import os_error_line
 
 
@@ -51,15 +52,33 @@ branch_option = click.option("--branch", default=None, metavar="NAME",
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+class ThreadsParam(click.ParamType):
+    """``auto`` or a thread count >= 1, refused in one line otherwise."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        try:
+            return check_threads(value if isinstance(value, int) else str(value).strip().lower(), "--threads")
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix("--threads "), param, ctx)
+
+
+THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (a second thread "
+                "gains little on an idle machine and loses several times over on a busy one), torch's "
+                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Results do not depend on it.")
+
+
 def sampling_options(func):
-    """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--precision`` and ``--compile``:
-    how images are drawn from a round."""
+    """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--threads``, ``--precision`` and
+    ``--compile``: how images are drawn from a round."""
     for option in reversed([
         click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim)."),
         click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise."),
         click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--threads", type=ThreadsParam(), default="auto", show_default=True, help=THREADS_HELP),
         click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                      help="Precision of the denoiser: fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on "
                           "a CPU. Evaluators' featurizers keep their own."),

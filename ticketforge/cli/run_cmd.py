@@ -11,7 +11,7 @@ import click
 from ..engine import Engine, RunConfig
 from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
 from ..errors import UsageError
-from .options import parse_fractions, parse_key_values
+from .options import THREADS_HELP, ThreadsParam, parse_fractions, parse_key_values
 
 
 @click.command("run")
@@ -64,6 +64,8 @@ from .options import parse_fractions, parse_key_values
                    "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
                    "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
+@click.option("--threads", type=ThreadsParam(), default=None,
+              help=THREADS_HELP + " Recorded, not part of the run's identity. [default: auto]")
 @click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")

@@ -41,6 +41,7 @@ from .config import RunConfig, identity_of
 from .data import hash_seed
 from .groups import flatten, group_tensors, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
+from .threads import threads_applied
 
 MASK_MODES = ("ticket", "random", "none")
 START_MODES = ("tau", "init", "reinit", "trained:J")
@@ -163,7 +164,8 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
     if reporter is not None:
         engine.registry.pm.register(reporter, name="branch-reporter")
     try:
-        with engine.dist.run_lock(run_dir):  # a branch writes inside the run: one writer at a time
+        with engine.dist.run_lock(run_dir), threads_applied(engine.config.threads, engine.device):
+            # a branch writes inside the run: one writer at a time
             return _branch_locked(engine, parent, config, request)
     except TrainingDiverged as exc:  # a branch has no --lr of its own: it trains with the run's settings
         raise TrainingDiverged(exc.detail, "the same command resumes from that checkpoint; a branch trains with "

@@ -38,6 +38,7 @@ from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, point_step
 from .settings import component_settings
+from .threads import threads_applied
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
 
@@ -258,7 +259,7 @@ class Engine:
             raise ConfigError(f"model {cfg.model!r} has no prunable modules")
         self.schedule.validate([g.name for g in groups])  # before any training
         set_matmul_precision(self.precision)
-        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the run once locked
+        with self.dist.run_lock(self.run_dir, fresh=self.fresh), threads_applied(self.config.threads, self.device):
             try:
                 return self._run_locked(network, groups)
             except TrainingDiverged as exc:
@@ -452,7 +453,7 @@ class Engine:
         record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
                                     {**summary, "steps": job.steps, "seconds": seconds,
                                      "steps_per_s": (job.steps - start) / max(seconds, 1e-9),
-                                     "world_size": self.dist.world_size},
+                                     "world_size": self.dist.world_size, "threads": torch.get_num_threads()},
                                     store=store, points=points, extra=job.record_extra)
         self.hooks.ticketforge_round_end(run=state, round_index=i, record=record)
         return record
