@@ -32,6 +32,7 @@ from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
 from .contract import check_images, check_masks, check_scores, component
+from .artifacts import artifact_caption, artifacts_seed
 from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
@@ -530,10 +531,11 @@ class Engine:
                    "total_params": sum(p.numel() for p in network.parameters())}
         if self.config.artifacts and hasattr(self.spec, "round_artifacts"):
             def artifacts() -> Any:
-                gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "artifacts"))
+                gen = torch.Generator(device=self.device).manual_seed(artifacts_seed(self.config.seed))
                 network.eval()
                 with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
-                    return self.spec.round_artifacts(network, store.path / rdir, gen)
+                    return self.spec.round_artifacts(network, store.path / rdir, gen,
+                                                     **artifact_caption(self.spec, k, sparsity, extra))
             written = self.dist.on_main(artifacts)  # drawn and written once, by rank 0
             for path in written or []:
                 store.write_file(str(Path(path).relative_to(store.path)))

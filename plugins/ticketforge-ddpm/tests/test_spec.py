@@ -32,7 +32,7 @@ def test_method_signatures_accept_the_protocols_arguments(method):
 
 
 def test_defaults():
-    assert DDPMSpec.from_preset().config["preset"] == "tiny"
+    assert DDPMSpec.from_preset().config["preset"] == "quickstart"  # what the README's command trains
     c = DDPMSpec.from_preset("cifar10").defaults
     assert (c.lr, c.warmup_steps, c.grad_clip, c.ema_decay, c.batch_size, c.dataset) == (2e-4, 5000, 1.0, 0.9999, 128, "cifar10")
     assert DDPMSpec.from_preset("mnist").defaults.dataset == "mnist"
@@ -40,7 +40,7 @@ def test_defaults():
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ConfigError, match="known presets: cifar10, mnist, tiny"):
+    with pytest.raises(ConfigError, match="known presets: cifar10, mnist, quickstart, tiny"):
         DDPMSpec.from_preset("imagenet")
     with pytest.raises(ConfigError, match="unknown ddpm-unet option"):
         DDPMSpec.from_preset("tiny", chanels=8)
