@@ -64,9 +64,10 @@ class ThreadsParam(click.ParamType):
             self.fail(str(exc).removeprefix("--threads "), param, ctx)
 
 
-THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (a second thread "
-                "gains little on an idle machine and loses several times over on a busy one), torch's "
-                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Results do not depend on it.")
+THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (where two threads "
+                "run several times slower once other work shares the cores; docs/performance.md), torch's "
+                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Another count changes results "
+                "only by float rounding.")
 
 
 def sampling_options(func):

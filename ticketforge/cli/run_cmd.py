@@ -18,7 +18,7 @@ from .options import THREADS_HELP, ThreadsParam, parse_fractions, parse_key_valu
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file with the same keys as these flags (flags override it).")
 @click.option("--model", default=None, help="Model plugin name (see `ticketforge list models`). [default: ddpm-unet]")
-@click.option("--preset", default=None, help="Model preset, e.g. tiny, mnist, cifar10. [default: the model's]")
+@click.option("--preset", default=None, help="Model preset, e.g. quickstart, mnist, cifar10. [default: the model's]")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Extra model keyword argument, repeatable (e.g. ch=64).")
 @click.option("--dataset", default=None, help="Dataset name (see `ticketforge list datasets`). [default: the preset's]")
@@ -65,7 +65,8 @@ from .options import THREADS_HELP, ThreadsParam, parse_fractions, parse_key_valu
                    "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
 @click.option("--threads", type=ThreadsParam(), default=None,
-              help=THREADS_HELP + " Recorded, not part of the run's identity. [default: auto]")
+              help=THREADS_HELP + " Recorded, not part of the run's identity (a run may resume with "
+                   "another count). [default: auto]")
 @click.option("--out", default=None, help="Run folder. [default: runs/<model>-<schedule>-<config hash>]")
 @click.option("--log-every", type=int, default=None, help="Log (and check the loss) every N steps. [default: 50]")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint the round every N steps. [default: 500]")

@@ -30,7 +30,8 @@ SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.manual_seed takes
 # Fields that change how a run is executed or shown, not what it computes: not part of its identity.
 # ``world_size`` (processes under torchrun) is recorded but kept out, so a run may resume on another
 # number of GPUs: the global batch and its data are the same, only float reduction order and the
-# per-rank noise streams differ.
+# per-rank noise streams differ. ``threads`` (torch's CPU threads) likewise changes the order of float
+# sums only.
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
                             "world_size", "cuda_graphs", "ticket_run", "threads"})
 

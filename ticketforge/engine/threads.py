@@ -1,10 +1,14 @@
-"""How many threads torch's CPU operators use (``--threads``): how a run executes, never what it computes.
+"""How many threads torch's CPU operators use (``--threads``): how a run executes, not what it is.
 
-``auto`` picks one thread on a CPU of at most two usable cores. The U-Nets' small convolutions gain
-little from a second thread on an idle machine and lose several times over on a busy one, where
-OpenMP threads spin-wait for a core that another process holds (docs/performance.md, "Threads on a
-CPU"). With more cores ``auto`` keeps torch's default (one thread per physical core), and on a GPU,
-or when ``OMP_NUM_THREADS`` is set, it leaves torch alone.
+``auto`` picks one thread on a CPU of at most two usable cores: there a second thread makes the
+U-Nets' small convolutions several times slower as soon as another process wants a core, because
+OpenMP threads spin-wait for the one that process holds (docs/performance.md, "On a CPU"). With more
+cores ``auto`` keeps torch's default (a thread per physical core), and on a GPU, or when
+``OMP_NUM_THREADS`` is set, it leaves torch alone.
+
+The count is recorded (``config.json`` and each round's ``metrics.threads``) but is no part of a
+run's identity, like ``world_size``: another count sums in another order, so the weights agree to
+float rounding, not bit for bit, and a mask entry at a pruning threshold may fall the other way.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ PRESETS: dict[str, Preset] = {
             _config(image_size=28, in_channels=1, ch=16, ch_mult=[1, 2, 2], num_res_blocks=1,
                     attn_resolutions=[7], dropout=0.0),
             TrainingDefaults(batch_size=32, lr=2e-3, warmup_steps=20, grad_clip=1.0, ema_decay=0.999,
-                             steps_per_round=400, rounds=2, dataset="mnist-sample"),
+                             steps_per_round=350, rounds=2, dataset="mnist-sample"),
             "a 0.28M-parameter U-Net on 28x28 digits for the default run on a CPU",
             ArtifactSettings(eta=1.0),
         ),
