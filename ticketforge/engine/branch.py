@@ -122,6 +122,8 @@ def _engine(run_dir: Path, config: dict[str, Any], device: str | None, registry:
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in config.items() if k in names}
     values.update(out=str(run_dir), world_size=1, keep_rewind_points=[])
+    from ..api import run_preset  # the preset it was trained with, also after the model's default changed
+    values["preset"] = run_preset(config)
     if device is not None:
         values["device"] = device
     objects: dict[str, Any] = {}
