@@ -53,9 +53,21 @@ def spec_from_config(config: dict[str, Any], registry: Registry | None = None) -
         raise ConfigError(f"this run's model {name!r} was given as a Python object; rebuild it in Python "
                           f"and load the weights with ticketforge.pruning.state.load_plain_state_dict")
     options = dict(config.get("model_options") or {})
-    if config.get("preset") is not None:
-        options["preset"] = config["preset"]
+    preset = run_preset(config)
+    if preset is not None:
+        options["preset"] = preset
     return (registry or get_registry()).create("models", name, **options)
+
+
+def run_preset(config: dict[str, Any]) -> str | None:
+    """The preset a stored run was made with: its ``preset``, else the one its model recorded in
+    ``model_config`` (a run made with the model's default preset is rebuilt with that preset after the
+    default changes, as ddpm-unet's did from tiny to quickstart)."""
+    if config.get("preset") is not None:
+        return config["preset"]
+    recorded = config.get("model_config")
+    preset = recorded.get("preset") if isinstance(recorded, dict) else None
+    return preset if isinstance(preset, str) else None
 
 
 def _pick_round(store: RunStore, round: int | None) -> int:

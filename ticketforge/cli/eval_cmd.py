@@ -65,8 +65,8 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
             n_samples: int, sampler: str, steps: int, options: tuple[str, ...], old_options: tuple[str, ...],
-            seed: int, no_ema: bool, device: str, precision: str, compile_: bool, progress: str,
-            as_json: bool) -> None:
+            seed: int, no_ema: bool, device: str, threads: int | str, precision: str, compile_: bool,
+            progress: str, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
 
     --branch NAME (or a branch folder as RUN) scores a branch and stores the scores in the branch's
@@ -81,7 +81,10 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
       torchrun --nproc-per-node 2 -m ticketforge eval runs/<run> --all --evaluator fd-lenet
     """
     from ..engine.distributed import launch_env
+    from ..engine.engine import resolve_device
+    from ..engine.threads import apply_threads
     check_seed(seed)
+    apply_threads(threads, resolve_device(device))  # sampling and the featurizer's CPU work
     main = launch_env()[0] == 0
     evaluator_options = given_options(options, old_options, "--evaluator-option", warn=main)
     items, notes = eval_items(run, round_, all_rounds, branch, all_branches)

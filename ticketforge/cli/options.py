@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
-from ..errors import UsageError
+from ..engine.threads import check_threads
+from ..errors import ConfigError, UsageError
 from .failures import os_error_line
 
 
@@ -74,15 +75,34 @@ progress_option = click.option(
          "or none; auto = rich on a terminal, log otherwise.")
 
 
+class ThreadsParam(click.ParamType):
+    """``auto`` or a thread count >= 1, refused in one line otherwise."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        try:
+            return check_threads(value if isinstance(value, int) else str(value).strip().lower(), "--threads")
+        except ConfigError as exc:
+            self.fail(str(exc).removeprefix("--threads "), param, ctx)
+
+
+THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (where two threads "
+                "run several times slower once other work shares the cores; docs/performance.md), torch's "
+                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Another count changes results "
+                "only by float rounding.")
+
+
 def sampling_options(func):
-    """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--precision`` and ``--compile``:
-    how images are drawn from a round."""
+    """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--threads``, ``--precision`` and
+    ``--compile``: how images are drawn from a round."""
     for option in reversed([
         click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim)."),
         click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise."),
         click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--threads", type=ThreadsParam(), default="auto", show_default=True, help=THREADS_HELP),
         click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                      help="Precision of the denoiser: fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on "
                           "a CPU. Evaluators' featurizers keep their own."),

@@ -11,7 +11,7 @@ import click
 from ..engine import Engine, RunConfig
 from ..engine.config import BASELINES, PRECISIONS, REWIND_MODES
 from ..errors import UsageError
-from .options import parse_fractions, parse_key_values, progress_option
+from .options import THREADS_HELP, ThreadsParam, parse_fractions, parse_key_values, progress_option
 
 
 @click.command("run")
@@ -19,7 +19,7 @@ from .options import parse_fractions, parse_key_values, progress_option
               help="TOML file with the same keys as these flags (flags override it). Paths in it are relative "
                    "to its folder; paths given as flags, to the working directory.")
 @click.option("--model", default=None, help="Model plugin name (see `ticketforge list models`). [default: ddpm-unet]")
-@click.option("--preset", default=None, help="Model preset, e.g. tiny, mnist, cifar10. [default: the model's]")
+@click.option("--preset", default=None, help="Model preset, e.g. quickstart, mnist, cifar10. [default: the model's]")
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Extra model keyword argument, repeatable (e.g. ch=64).")
 @click.option("--dataset", default=None, help="Dataset name (see `ticketforge list datasets`). [default: the preset's]")
@@ -65,6 +65,9 @@ from .options import parse_fractions, parse_key_values, progress_option
                    "CUDA graph after 3 eager steps and replay it. One GPU only. [default: on with --compile "
                    "on one GPU]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N. [default: auto]")
+@click.option("--threads", type=ThreadsParam(), default=None,
+              help=THREADS_HELP + " Recorded, not part of the run's identity (a run may resume with "
+                   "another count). [default: auto]")
 @click.option("--out", default=None,
               help="Run folder. [default: runs/<model>-<schedule>[-<scorer>][-<baseline>]-<config hash>, "
                    "scorer and baseline when not the default]")

@@ -12,6 +12,7 @@ from ..api import load_round
 from ..branches import describe, resolve_source
 from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
+from ..engine.threads import apply_threads
 from ..errors import UsageError
 from ..progress import using
 from ..store.atomic import atomic_write_bytes
@@ -30,7 +31,7 @@ from .options import (branch_option, check_seed, given_options, key_values_optio
 @progress_option
 def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
             options: tuple[str, ...], old_options: tuple[str, ...], seed: int, no_ema: bool, device: str,
-            precision: str, compile_: bool, out: str, progress: str) -> None:
+            threads: int | str, precision: str, compile_: bool, out: str, progress: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
     if n < 1:
         raise UsageError(f"--n must be at least 1 (the number of images in the grid), not {n}")
@@ -41,6 +42,7 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
     writable_output(out)  # before the sampling, not after it
     source, round_, _ = resolve_source(run, branch, round_)
     dev = resolve_device(device)
+    apply_threads(threads, dev)
     loaded = load_round(source, round_, ema=not no_ema, device=str(dev))
     with using(progress):  # the model plugin shows its denoising steps
         network, _ = sampling_network(loaded.network, precision, compile_, dev)

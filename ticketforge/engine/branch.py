@@ -42,6 +42,7 @@ from .config import RunConfig, identity_of
 from .data import hash_seed
 from .groups import flatten, group_tensors, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
+from .threads import threads_applied
 
 MASK_MODES = ("ticket", "random", "none")
 START_MODES = ("tau", "init", "reinit", "trained:J")
@@ -122,6 +123,8 @@ def _engine(run_dir: Path, config: dict[str, Any], device: str | None, registry:
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in config.items() if k in names}
     values.update(out=str(run_dir), world_size=1, keep_rewind_points=[])
+    from ..api import run_preset  # the preset it was trained with, also after the model's default changed
+    values["preset"] = run_preset(config)
     if device is not None:
         values["device"] = device
     objects: dict[str, Any] = {}
@@ -164,7 +167,8 @@ def run_branch(run: str | Path, request: BranchRequest, *, device: str | None = 
         raise UsageError("ticketforge branch trains on one process: run it without torchrun (or --nproc)")
     from ..builtins.reporter import reporting
     try:
-        with reporting(engine.registry, progress, name="branch-reporter"):
+        with reporting(engine.registry, progress, name="branch-reporter"), \
+                threads_applied(engine.config.threads, engine.device):
             return _branch(engine, parent, config, request)
     except TrainingDiverged as exc:  # a branch has no --lr of its own: it trains with the run's settings
         raise TrainingDiverged(exc.detail, "the same command resumes from that checkpoint; a branch trains with "

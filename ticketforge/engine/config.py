@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocols import TrainingDefaults
 from ..typecheck import problem
+from .threads import check_threads
 
 REWIND_MODES = ("tau", "init", "none")
 BASELINES = ("none", "random-reinit", "random-prune")
@@ -29,9 +30,10 @@ SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.manual_seed takes
 # Fields that change how a run is executed or shown, not what it computes: not part of its identity.
 # ``world_size`` (processes under torchrun) is recorded but kept out, so a run may resume on another
 # number of GPUs: the global batch and its data are the same, only float reduction order and the
-# per-rank noise streams differ.
+# per-rank noise streams differ. ``threads`` (torch's CPU threads) likewise changes the order of float
+# sums only.
 RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
-                            "world_size", "cuda_graphs", "ticket_run"})
+                            "world_size", "cuda_graphs", "ticket_run", "threads"})
 
 # Fields that say what a run records along the way, not what it computes: not part of its identity
 # either (asking for more rewind points never renames or invalidates a run).
@@ -81,6 +83,7 @@ class RunConfig:
     compile: bool = False
     cuda_graphs: bool | None = None  # whole training step as one CUDA graph; None: with compile on one GPU
     device: str = "auto"
+    threads: int | str = "auto"  # torch's CPU threads: a count, or auto (see threads.py)
     out: str | None = None
     runs_root: str = "runs"
     log_every: int = 50
@@ -153,6 +156,7 @@ class RunConfig:
                               f"(e.g. 0,0.05,0.2), not {points!r}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log-every and checkpoint-every must be at least 1")
+        check_threads(self.threads)
 
     def check_numbers(self) -> None:
         """Finite, in-range numbers: a NaN or negative learning rate is refused before training, not

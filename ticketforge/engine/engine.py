@@ -33,6 +33,7 @@ from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
 from .contract import check_images, check_masks, check_scores, component
+from .artifacts import artifact_caption, artifacts_seed
 from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
@@ -42,6 +43,7 @@ from .rewind import THETA_TAU, RewindPoints, point_step
 from .run_folder import default_run_dir
 from .settings import component_settings
 from .step_graph import WARMUP_STEPS
+from .threads import threads_applied
 from .ticket_run import ticket_masks
 from .train import RoundSetup, make_optimizer, train_round
 
@@ -280,7 +282,7 @@ class Engine:
             raise ConfigError(f"model {cfg.model!r} has no prunable modules")
         self.schedule.validate([g.name for g in groups])  # before any training
         set_matmul_precision(self.precision)
-        with self.dist.run_lock(self.run_dir, fresh=self.fresh):  # --fresh clears the run once locked
+        with self.dist.run_lock(self.run_dir, fresh=self.fresh), threads_applied(self.config.threads, self.device):
             try:
                 return self._run_locked(network, groups)
             except TrainingDiverged as exc:
@@ -495,7 +497,8 @@ class Engine:
                 record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
                                             {**summary, "steps": job.steps, "seconds": seconds,
                                              "steps_per_s": (job.steps - start) / max(seconds, 1e-9),
-                                             "world_size": self.dist.world_size},
+                                             "world_size": self.dist.world_size,
+                                             "threads": torch.get_num_threads()},
                                             store=store, points=points, extra=job.record_extra)
                 saved["finished"] = True
                 self.hooks.ticketforge_round_end(run=state, round_index=i, record=record)
@@ -581,10 +584,11 @@ class Engine:
                    "total_params": sum(p.numel() for p in network.parameters())}
         if self.config.artifacts and hasattr(self.spec, "round_artifacts"):
             def artifacts() -> Any:
-                gen = torch.Generator(device=self.device).manual_seed(hash_seed(self.config.seed, "artifacts"))
+                gen = torch.Generator(device=self.device).manual_seed(artifacts_seed(self.config.seed))
                 network.eval()
                 with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
-                    return self.spec.round_artifacts(network, store.path / rdir, gen)
+                    return self.spec.round_artifacts(network, store.path / rdir, gen,
+                                                     **artifact_caption(self.spec, k, sparsity, extra))
             written = self.dist.on_main(artifacts)  # drawn and written once, by rank 0
             for path in written or []:
                 store.write_file(str(Path(path).relative_to(store.path)))

@@ -11,7 +11,7 @@ def prunable_names(net):
     return {name for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
-@pytest.mark.parametrize("preset", ["tiny", "mnist"])
+@pytest.mark.parametrize("preset", ["tiny", "quickstart", "mnist"])
 def test_groups_cover_every_conv_and_linear_once_in_forward_order(preset):
     spec = DDPMSpec.from_preset(preset)
     net = spec.build()

@@ -28,10 +28,10 @@ def test_records_through_entry_point():
     model = models[0]
     defaults = {o.name: o.default for o in model.options}
     assert {k: defaults.pop(k) for k in ("preset", "prune_input_conv", "prune_output_conv")} == \
-        {"preset": "tiny", "prune_input_conv": True, "prune_output_conv": True}
+        {"preset": "quickstart", "prune_input_conv": True, "prune_output_conv": True}
     assert set(defaults.values()) == {None}  # every other option keeps the preset's value
     spec = model.factory(**{o.name: o.default for o in model.options})  # None: the preset's value
-    assert isinstance(spec, DDPMSpec) and spec.config == DDPMSpec.from_preset("tiny").config
+    assert isinstance(spec, DDPMSpec) and spec.config == DDPMSpec.from_preset("quickstart").config
 
 
 def test_every_config_key_is_an_option():

@@ -1,5 +1,6 @@
 """DDPMSpec: the ModelSpec protocol, presets, config round trip, round artifacts."""
 
+import dataclasses
 import inspect
 import json
 
@@ -32,7 +33,7 @@ def test_method_signatures_accept_the_protocols_arguments(method):
 
 
 def test_defaults():
-    assert DDPMSpec.from_preset().config["preset"] == "tiny"
+    assert DDPMSpec.from_preset().config["preset"] == "quickstart"  # what the README's command trains
     c = DDPMSpec.from_preset("cifar10").defaults
     assert (c.lr, c.warmup_steps, c.grad_clip, c.ema_decay, c.batch_size, c.dataset) == (2e-4, 5000, 1.0, 0.9999, 128, "cifar10")
     assert DDPMSpec.from_preset("mnist").defaults.dataset == "mnist"
@@ -40,7 +41,7 @@ def test_defaults():
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ConfigError, match="known presets: cifar10, mnist, tiny"):
+    with pytest.raises(ConfigError, match="known presets: cifar10, mnist, quickstart, tiny"):
         DDPMSpec.from_preset("imagenet")
     with pytest.raises(ConfigError, match="unknown ddpm-unet option"):
         DDPMSpec.from_preset("tiny", chanels=8)
@@ -94,3 +95,41 @@ def test_round_artifacts(tmp_path, tiny_spec, tiny_net):
     paths = tiny_spec.round_artifacts(tiny_net, tmp_path / "round-1", torch.Generator().manual_seed(0), steps=2, n=4)
     assert [p.name for p in paths] == ["samples.png", "denoising.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def _ink(picture, box):
+    """Dark pixels (text) in ``box`` of a white caption row."""
+    import numpy as np
+    return int((np.asarray(picture.convert("L").crop(box)) < 128).sum())
+
+
+def test_round_pictures_are_enlarged_and_captioned_and_the_strip_names_its_timesteps(tmp_path, tiny_spec, tiny_net):
+    from PIL import Image
+
+    from ticketforge_ddpm.images import BAND
+    scale = tiny_spec.artifacts.scale
+    paths = tiny_spec.round_artifacts(tiny_net, tmp_path, torch.Generator().manual_seed(0), caption="round 2, 36.0% sparse",
+                                      steps=2, n=4, seeds=2, frames=3)
+    grid, strip = (Image.open(p) for p in paths)
+    cell = (28 + 2) * scale  # a 28x28 sample and make_grid's 2-pixel padding, enlarged
+    assert scale == 4 and grid.size == (2 * cell + 2 * scale, 2 * cell + 2 * scale + BAND)
+    assert _ink(grid, (0, 0, grid.width, BAND)) > 0  # the caption row holds text
+    assert strip.size == (3 * cell + 2 * scale, 2 * cell + 2 * scale + 2 * BAND)  # caption and timestep rows
+    for column in range(3):  # every frame's column has its label above it
+        assert _ink(strip, (2 * scale + column * cell, BAND, 2 * scale + column * cell + 28 * scale, 2 * BAND)) > 0
+
+
+def test_artifact_samples_are_the_grid_of_round_artifacts(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    from ticketforge_ddpm.images import BAND, grid_image
+    spec = DDPMSpec.from_preset("quickstart")
+    torch.manual_seed(0)
+    net = spec.build().eval()
+    spec.artifacts = dataclasses.replace(spec.artifacts, n=4, steps=3, scale=1)
+    spec.round_artifacts(net, tmp_path, torch.Generator().manual_seed(3))
+    again = spec.artifact_samples(net, torch.Generator().manual_seed(3))
+    pixels = grid_image(again)[0].mul(255).round().to(torch.uint8).numpy()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "samples.png").convert("L"))[BAND:], pixels)
+    assert spec.artifacts.eta == 1.0 and PRESETS["tiny"].artifacts.eta == 0.0  # quickstart: ancestral noise

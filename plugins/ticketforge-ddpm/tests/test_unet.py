@@ -8,7 +8,7 @@ from torch.nn.utils import prune
 from ticketforge_ddpm import DDPMSpec, UNet
 from ticketforge_ddpm.unet_blocks import num_groups, upsample_nearest2x
 
-PARAMS = {"cifar10": 35_746_307, "mnist": 6_469_889, "tiny": 176_849}
+PARAMS = {"cifar10": 35_746_307, "mnist": 6_469_889, "quickstart": 280_177, "tiny": 176_849}
 
 
 def n_params(net: torch.nn.Module) -> int:
@@ -24,14 +24,14 @@ def test_cifar10_matches_ho_et_al():
         assert net(x, t).shape == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("preset", ["mnist", "tiny"])
-def test_small_presets(preset):
+@pytest.mark.parametrize("preset, size", [("mnist", 32), ("quickstart", 28), ("tiny", 32)])
+def test_small_presets(preset, size):
     spec = DDPMSpec.from_preset(preset)
     net = spec.build()
     assert n_params(net) == PARAMS[preset]  # documented in the README
     x, t = spec.example_inputs(2)
     with torch.no_grad():
-        assert net(x, t).shape == (2, 1, 32, 32)
+        assert net(x, t).shape == (2, 1, size, size)
 
 
 def test_group_norm_groups():

@@ -1,14 +1,16 @@
 """Named model presets: the U-Net's keyword arguments, the diffusion options and training defaults.
 
-=========  ======================  ============  ===========================================
-preset     U-Net                   parameters    data
-=========  ======================  ============  ===========================================
-cifar10    ch 128, (1,2,2,2), 2    35.75M        32x32x3, random horizontal flips
-mnist      ch 64, (1,2,2), 2       6.47M         28x28x1 padded to 32x32
-tiny       ch 16, (1,2), 1         0.18M         28x28x1 padded to 32x32 (tests, quickstart)
-=========  ======================  ============  ===========================================
+==========  ======================  ============  ==========================================
+preset      U-Net                   parameters    data
+==========  ======================  ============  ==========================================
+cifar10     ch 128, (1,2,2,2), 2    35.75M        32x32x3, random horizontal flips
+mnist       ch 64, (1,2,2), 2       6.47M         28x28x1 padded to 32x32
+quickstart  ch 16, (1,2,2), 1       0.28M         28x28x1 as it is (the default: a CPU run)
+tiny        ch 16, (1,2), 1         0.18M         28x28x1 padded to 32x32 (tests)
+==========  ======================  ============  ==========================================
 
-All use attention at 16x16, T = 1000 and linear betas 1e-4..0.02 (Ho et al. 2020).
+All use T = 1000 and linear betas 1e-4..0.02 (Ho et al. 2020), and attention at 16x16 (quickstart:
+at 7x7, its lowest level).
 """
 
 from __future__ import annotations
@@ -38,6 +40,24 @@ DIFFUSION_KEYS = ("timesteps", "beta_schedule", "data_size", "pad_value", "hflip
 
 
 @dataclass(frozen=True)
+class ArtifactSettings:
+    """How a round's pictures are drawn (``spec.round_artifacts``): not part of a run's identity.
+
+    Attributes:
+        n: samples in ``samples.png``.
+        steps: DDIM steps of those samples and of the denoising strip.
+        eta: DDIM stochasticity; 1 (ancestral noise) cleans up the grey, speckled backgrounds that a
+            briefly trained network leaves with eta 0.
+        scale: nearest-neighbour enlargement of both pictures.
+    """
+
+    n: int = 64
+    steps: int = 50
+    eta: float = 0.0
+    scale: int = 4
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named configuration: ``config`` (U-Net kwargs + diffusion options) and training defaults."""
 
@@ -45,6 +65,7 @@ class Preset:
     config: dict[str, Any]
     defaults: TrainingDefaults
     summary: str
+    artifacts: ArtifactSettings = ArtifactSettings()
 
 
 def _config(*, image_size: int, in_channels: int, ch: int, ch_mult: list[int], num_res_blocks: int,
@@ -74,13 +95,25 @@ PRESETS: dict[str, Preset] = {
             "a 6.5M-parameter U-Net for MNIST digits (28x28 padded to 32x32)",
         ),
         Preset(
+            # Sized for a CPU: the whole default command (3 trainings, their pictures) in minutes on one
+            # core, and more images per second than tiny (no padding, no 16x16 attention; see
+            # docs/performance.md "The quickstart preset").
+            "quickstart",
+            _config(image_size=28, in_channels=1, ch=16, ch_mult=[1, 2, 2], num_res_blocks=1,
+                    attn_resolutions=[7], dropout=0.0),
+            TrainingDefaults(batch_size=32, lr=2e-3, warmup_steps=20, grad_clip=1.0, ema_decay=0.999,
+                             steps_per_round=350, rounds=2, dataset="mnist-sample"),
+            "a 0.28M-parameter U-Net on 28x28 digits for the default run on a CPU",
+            ArtifactSettings(eta=1.0),
+        ),
+        Preset(
             "tiny",
             _config(image_size=32, in_channels=1, ch=16, ch_mult=[1, 2], num_res_blocks=1,
                     attn_resolutions=[16], dropout=0.0, data_size=28),
             TrainingDefaults(batch_size=32, lr=1e-3, warmup_steps=20, grad_clip=1.0, ema_decay=0.99,
                              steps_per_round=100, rounds=3, dataset="mnist-sample"),
-            "a 0.18M-parameter U-Net for tests and the quickstart (a round takes seconds on a CPU)",
+            "a 0.18M-parameter U-Net for tests (a round takes seconds on a CPU)",
         ),
     )
 }
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "quickstart"

@@ -16,7 +16,7 @@ from ticketforge.protocols import ModuleGroup, TrainingDefaults
 from . import images, samplers
 from .diffusion import BETA_SCHEDULES, GaussianDiffusion, to_model_space
 from .groups import unet_module_groups
-from .presets import DEFAULT_PRESET, DIFFUSION_KEYS, PRESETS, UNET_KEYS
+from .presets import DEFAULT_PRESET, DIFFUSION_KEYS, PRESETS, UNET_KEYS, ArtifactSettings
 from .unet import UNet
 
 PRUNE_KEYS = ("prune_input_conv", "prune_output_conv")
@@ -46,6 +46,7 @@ class DDPMSpec:
         self.config = copy.deepcopy(dict(config))
         preset = PRESETS.get(config["preset"])
         self.defaults = defaults or (preset.defaults if preset else TrainingDefaults())
+        self.artifacts = preset.artifacts if preset else ArtifactSettings()
         try:
             self.diffusion = GaussianDiffusion.from_name(config["beta_schedule"], config["timesteps"])
         except ValueError as exc:
@@ -54,7 +55,7 @@ class DDPMSpec:
     @classmethod
     def from_preset(cls, preset: str | None = None, *, prune_input_conv: bool = True,
                     prune_output_conv: bool = True, **overrides: Any) -> "DDPMSpec":
-        """The spec of a named preset (``cifar10``, ``mnist`` or ``tiny``; default ``tiny``).
+        """The spec of a named preset (``cifar10``, ``mnist``, ``quickstart`` or ``tiny``; default ``quickstart``).
 
         ``overrides`` replace config values (see :data:`~ticketforge_ddpm.presets.CONFIG_OPTIONS`),
         e.g. ``ch=64`` or ``timesteps=500``; None keeps the preset's value; lists such as
@@ -163,16 +164,35 @@ class DDPMSpec:
         return samplers.denoising_trajectory(network, self.diffusion, self._shape(n), frames=frames,
                                              data_size=self.config["data_size"], generator=generator, **options)
 
+    def artifact_samples(self, network: nn.Module, generator: torch.Generator | None = None, *,
+                         n: int | None = None) -> Tensor:
+        """The samples of ``samples.png``: ``n`` (default the preset's) DDIM samples drawn as
+        :meth:`round_artifacts` draws them, first from ``generator``."""
+        a = self.artifacts
+        return self.sample(network, a.n if n is None else n, generator=generator, steps=a.steps, eta=a.eta)
+
     def round_artifacts(self, network: nn.Module, directory: Path, generator: torch.Generator | None = None, *,
-                        n: int = 16, seeds: int = 4, frames: int = 8, steps: int = 50) -> list[Path]:
+                        caption: str | None = None, n: int | None = None, seeds: int = 4, frames: int = 8,
+                        steps: int | None = None) -> list[Path]:
         """Write ``samples.png`` (a grid of ``n`` DDIM samples) and ``denoising.png`` (x_T..x_0 for
-        ``seeds`` samples, one row each) into ``directory``; returns their paths."""
+        ``seeds`` samples, one row each, each column headed by its noise level) into ``directory``,
+        both enlarged and under ``caption`` (the engine's says which round and how sparse); returns
+        their paths. ``n``, ``steps``, DDIM's eta and the enlargement default to the preset's
+        :class:`~ticketforge_ddpm.presets.ArtifactSettings`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        grid = self.sample(network, n, generator=generator, steps=steps)
-        _, strip = self.denoising_trajectory(network, seeds, frames=frames, generator=generator, steps=steps)
-        return [images.save_grid(grid, directory / "samples.png"),
-                images.save_strip(strip, directory / "denoising.png")]
+        a = self.artifacts
+        steps = a.steps if steps is None else steps
+        grid = self.sample(network, a.n if n is None else n, generator=generator, steps=steps, eta=a.eta)
+        levels, strip = self.denoising_trajectory(network, seeds, frames=frames, generator=generator, steps=steps,
+                                                  eta=a.eta)
+        sampler = f"DDIM {steps} steps, eta {a.eta:g}"
+        head = f"{caption}: " if caption else ""
+        return [images.save_grid(grid, directory / "samples.png", scale=a.scale,
+                                 caption=f"{head}{grid.shape[0]} samples, {sampler}"),
+                images.save_strip(strip, directory / "denoising.png", scale=a.scale,
+                                  caption=f"{head}x_t from noise (left) to sample (right), {sampler}",
+                                  labels=[f"t={k}" for k in levels])]
 
     def __repr__(self) -> str:
         return f"DDPMSpec(preset={self.config['preset']!r}, ch={self.config['ch']}, ch_mult={self.config['ch_mult']})"
