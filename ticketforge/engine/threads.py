@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where threads are applied: config checks (and `list`) need none
+    import torch
 
 AUTO = "auto"
 SMALL_CPU_CORES = 2  # at most this many usable cores: one thread
@@ -58,6 +59,8 @@ def resolve_threads(setting: int | str, device: torch.device, *, cores: int | No
 
 def apply_threads(setting: int | str, device: torch.device) -> int:
     """Set torch's intra-op thread count as ``setting`` asks (for the rest of the process); returns it."""
+    import torch
+
     wanted = resolve_threads(setting, device)
     if wanted is not None and wanted != torch.get_num_threads():
         torch.set_num_threads(wanted)
@@ -67,6 +70,8 @@ def apply_threads(setting: int | str, device: torch.device) -> int:
 @contextmanager
 def threads_applied(setting: int | str, device: torch.device) -> Iterator[int]:
     """:func:`apply_threads` for the duration of a block (a Python caller keeps its own setting after)."""
+    import torch
+
     before = torch.get_num_threads()
     try:
         yield apply_threads(setting, device)
