@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+import torch  # noqa: E402
+from helpers import core_registry  # noqa: E402
 from run_toy import KillAtStep  # noqa: E402
 
 from ticketforge import Engine, RunConfig, branch  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 def _arg(argv: list[str], name: str, default: str | None = None) -> str | None:
@@ -25,7 +25,8 @@ def _arg(argv: list[str], name: str, default: str | None = None) -> str | None:
 
 def main(argv: list[str]) -> None:
     out = argv[0]
-    registry = build_registry(plugins=[toy_plugin])
+    torch.set_num_threads(1)  # as the tests in-process (conftest.py)
+    registry = core_registry()
     keep = _arg(argv, "--keep")
     config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
                        log_every=5, checkpoint_every=5, artifacts=False, tau_frac=float(_arg(argv, "--tau-frac", "0.05")),

@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+import torch  # noqa: E402
+from helpers import core_registry  # noqa: E402
 
 import ticketforge.store.atomic as atomic  # noqa: E402
 from ticketforge import Engine, RunConfig, hookimpl  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 class KillAtStep:
@@ -60,7 +60,8 @@ def kill_during_write(name: str) -> None:
 
 def main(argv: list[str]) -> None:
     out = argv[0]
-    registry = build_registry(plugins=[toy_plugin])
+    torch.set_num_threads(1)  # as the tests in-process (conftest.py): a toy, on a shared CPU
+    registry = core_registry()
     if "--kill-at-step" in argv:
         round_index, step = map(int, argv[argv.index("--kill-at-step") + 1].split(":"))
         registry.pm.register(KillAtStep(round_index, step))

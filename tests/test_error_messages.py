@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl
@@ -133,9 +134,7 @@ class _EvalPlugin:
 
 @pytest.fixture
 def runner(monkeypatch):
-    import toy_plugin
-    from ticketforge.registry import build_registry
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _EvalPlugin()]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(_EvalPlugin()))
     return CliRunner()
 
 
@@ -417,11 +416,10 @@ def test_a_signal_mid_round_checkpoints_that_step_and_the_command_it_gives_resum
 
 def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path):
     import run_toy_cli
-    from ticketforge.registry import build_registry
-    import toy_plugin
+
 
     run = tmp_path / "run"
-    reg = build_registry(plugins=[toy_plugin, run_toy_cli.Plugin()])
+    reg = core_registry(run_toy_cli.Plugin())
     Engine(RunConfig(model="toy-slow", schedule="uniform", rounds=0, steps_per_round=2, device="cpu", out=str(run),
                      artifacts=False), registry=reg).run()
     proc = subprocess.run([sys.executable, str(RUN_CLI), "--signal-in-sample", "SIGINT", "--", "sample", str(run),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import toy_plugin
+
 from ticketforge import Engine, RunConfig, hookimpl
 from ticketforge.engine.config import config_differences
 from ticketforge.engine.rewind import point_file

@@ -173,6 +173,7 @@ def test_a_default_run_folder_shows_a_scorer_and_baseline_that_are_not_the_defau
 
 def test_a_run_folder_of_the_earlier_naming_rule_is_found_by_its_hash_and_resumed(registry, toy_config, tmp_path):
     import dataclasses
+
     from ticketforge import Engine
     runs = tmp_path / "runs"
     config = dataclasses.replace(toy_config, out=None, runs_root=str(runs), rounds=1, baseline="random-reinit")
