@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.engine import compile_options, set_matmul_precision
-from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.groups import module_groups, prune_targets
+from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
 from ticketforge.pruning import apply_masks
 from ticketforge.pruning.state import load_plain_state_dict, plain_state_dict

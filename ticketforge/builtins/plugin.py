@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from ..hookspecs import hookimpl
+from ..protocols import Similarity
 from ..records import ComponentRecord, Option
 from .schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
 from .scorers import MagnitudeScorer, RandomScorer
@@ -26,9 +27,9 @@ def _global(p: float = 20.0) -> GlobalSchedule:
     return GlobalSchedule(_percent(p))
 
 
-def _cka(kernel: str = "linear", debiased: bool = False) -> Any:
-    from ..similarity.cka import CKA  # imported lazily: numpy/scipy work only when used
-    return CKA(kernel=kernel, debiased=debiased)
+def _cka(kernel: str = "linear", debiased: bool = False) -> Similarity:
+    from ..similarity.cka import CKA, Kernel  # imported lazily: numpy/scipy work only when used
+    return CKA(kernel=cast(Kernel, kernel), debiased=debiased)  # an unknown kernel: cka() says which are known
 
 
 P = Option("p", float, 20.0, "percent of each group's remaining weights pruned per round")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import torch
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import UsageError
-from ..similarity.cka import activation_cka, mask_jaccard, weight_cka
+from ..similarity.cka import Kernel, activation_cka, mask_jaccard, weight_cka
 from ..store.atomic import atomic_write_bytes
 from .options import check_seed, echo_json, json_option, round_option, writable_output
 
@@ -45,9 +45,10 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
     missing = [name for _, name in names if name not in b.masks]
     if missing:
         raise UsageError(f"module {missing[0]!r} is not pruned in the second run: the runs' module groups differ")
+    cka_kernel = cast(Kernel, kernel)  # cka() refuses an unknown one
     if mode == "weights":
         mods_a, mods_b = dict(a.network.named_modules()), dict(b.network.named_modules())
-        scores = {name: _safe(lambda: weight_cka(mods_a[name], mods_b[name], debiased=debiased, kernel=kernel))
+        scores = {name: _safe(lambda n=name: weight_cka(mods_a[n], mods_b[n], debiased=debiased, kernel=cka_kernel))
                   for _, name in names}
     elif mode == "activations":
         device = next(a.network.parameters()).device
@@ -55,7 +56,7 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
             torch.manual_seed(seed)
             inputs = tuple(a.spec.example_inputs(samples, device))
         b.network.to(device)
-        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], kernel, debiased=debiased)
+        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], cka_kernel, debiased=debiased)
         scores = {name: None if math.isnan(value) else value for name, value in raw.items()}
     else:
         raise UsageError(f"--mode must be weights or activations, not {mode!r}")

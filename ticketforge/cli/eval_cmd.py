@@ -7,14 +7,22 @@ from typing import Any
 
 import click
 import torch
-from torch import nn
 from rich.console import Console
+from torch import nn
 
 from ..errors import UsageError
 from ..progress import ProgressLike
 from .eval_table import headline, scores_table
-from .options import (check_seed, echo_json, given_options, json_option, key_values_option, progress_option,
-                      round_option, sampling_options)
+from .options import (
+    check_seed,
+    echo_json,
+    given_options,
+    json_option,
+    key_values_option,
+    progress_option,
+    round_option,
+    sampling_options,
+)
 
 MIN_REPORTED_SAMPLES = 10000
 

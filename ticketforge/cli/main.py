@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 import importlib
-import sys
 import warnings
+from collections.abc import MutableMapping
 
 import click
 
@@ -31,13 +31,13 @@ class _Group(click.Group):
     still loading also ends in that one line."""
 
     @property
-    def commands(self) -> dict[str, click.Command]:  # type: ignore[override]
+    def commands(self) -> MutableMapping[str, click.Command]:
         for name in _MODULES:
             self._load(name)
         return self._commands
 
     @commands.setter
-    def commands(self, value: dict[str, click.Command]) -> None:
+    def commands(self, value: MutableMapping[str, click.Command]) -> None:
         self._commands = value
 
     def _load(self, name: str) -> None:
@@ -127,7 +127,7 @@ def _one_line_warnings() -> None:
     if getattr(shown, "ticketforge", False):
         return
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, TicketforgeWarning):
             click.echo(f"warning: {message}", err=True)
         else:
@@ -144,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -15,8 +15,16 @@ from ..engine.sampling import sampling_network
 from ..errors import UsageError
 from ..progress import using
 from ..store.atomic import atomic_write_bytes
-from .options import (branch_option, check_seed, given_options, key_values_option, progress_option, round_option,
-                      sampling_options, writable_output)
+from .options import (
+    branch_option,
+    check_seed,
+    given_options,
+    key_values_option,
+    progress_option,
+    round_option,
+    sampling_options,
+    writable_output,
+)
 
 
 @click.command("sample")

@@ -3,8 +3,8 @@ datasets (``mnist``, ``mnist-sample``, ``cifar10``, ``cifar100``, ``imagefolder`
 
 from .diffusion import GaussianDiffusion, beta_schedule
 from .presets import PRESETS
-from .switching import TimestepSwitch, switch_at
 from .spec import DDPMSpec
+from .switching import TimestepSwitch, switch_at
 from .unet import UNet
 
 __all__ = ["DDPMSpec", "GaussianDiffusion", "PRESETS", "UNet", "TimestepSwitch", "beta_schedule", "switch_at"]
