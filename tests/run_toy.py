@@ -58,6 +58,12 @@ def kill_during_write(name: str) -> None:
     atomic.os.replace = replace  # type: ignore[attr-defined]
 
 
+def run_config(out: str | Path, rounds: int = 2) -> RunConfig:
+    """The run this script makes (tests make the same one in-process to compare with)."""
+    return RunConfig(model="toy", schedule="uniform", rounds=rounds, steps_per_round=20, device="cpu", out=str(out),
+                     log_every=5, checkpoint_every=5, artifacts=False)
+
+
 def main(argv: list[str]) -> None:
     out = argv[0]
     torch.set_num_threads(1)  # as the tests in-process (conftest.py): a toy, on a shared CPU
@@ -72,9 +78,7 @@ def main(argv: list[str]) -> None:
         round_index, step = map(int, argv[at + 1].split(":"))
         registry.pm.register(PauseAtStep(round_index, step, Path(argv[at + 2])))
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 2
-    config = RunConfig(model="toy", schedule="uniform", rounds=rounds, steps_per_round=20, device="cpu", out=out,
-                       log_every=5, checkpoint_every=5, artifacts=False)
-    Engine(config, registry=registry).run()
+    Engine(run_config(out, rounds), registry=registry).run()
 
 
 if __name__ == "__main__":

@@ -209,11 +209,21 @@ def test_export_command_reports_sizes(runner, tmp_path):
     assert "bytes of dense fp32 weights" in result.output
 
 
-def test_module_entry_point_runs():
-    import subprocess
+def test_module_entry_point_runs(monkeypatch, capsys):
+    """``python -m ticketforge`` runs the command: the module run as the interpreter runs it, here
+    (test_error_messages.py starts ``python -m ticketforge`` as a process of its own, to signal it)."""
+    import runpy
+    import signal
     import sys
-    out = subprocess.run([sys.executable, "-m", "ticketforge", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "lottery tickets" in out.stdout
+
+    monkeypatch.setattr(sys, "argv", ["ticketforge", "--help"])
+    term = signal.getsignal(signal.SIGTERM)  # main() installs its own
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("ticketforge", run_name="__main__")
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert done.value.code == 0 and "lottery tickets" in capsys.readouterr().out
 
 
 def test_progress_reporter_prints_the_round_table_after_each_round(registry, tmp_path):

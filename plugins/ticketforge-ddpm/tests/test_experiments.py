@@ -76,7 +76,8 @@ def test_cka_script_compares_same_init_and_other_init_tickets(tmp_path):
         Engine(RunConfig(preset="tiny", schedule="incremental", rounds=1, steps_per_round=4, device="cpu",
                          out=str(runs / name), artifacts=False, log_every=2, **seeds)).run()
     done = subprocess.run(["bash", str(EXPERIMENTS / "mnist_cka.sh"), str(runs), "-1", str(tmp_path / "cka")],
-                          env={**os.environ, "DEVICE": "cpu"}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, "DEVICE": "cpu", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0 and "failed" not in done.stdout, done.stdout + done.stderr
 
     def mean_cka(pair: str) -> float:
