@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in filter(None, args.sampling.split(",")):
         record(bench_sampling(spec, init, args.sample_n, args.sample_steps, SAMPLE_VARIANTS[name], device),
                image_flops * args.sample_steps)
+    profile_steps = 2 if args.smoke else 10  # the profiler's own bookkeeping takes seconds per CPU step
     for name in filter(None, args.profile.split(",")):
-        print(f"\n{name}: top kernels over 10 steps\n" + profile_training(spec, VARIANTS[name], init, images,
-                                                                        args.batch_size, device), flush=True)
+        print(f"\n{name}: top kernels over {profile_steps} steps\n" + profile_training(
+            spec, VARIANTS[name], init, images, args.batch_size, device, steps=profile_steps), flush=True)
     def rate(r: dict) -> float:
         return r.get("steps_per_s") or r["images_per_s"]
 
