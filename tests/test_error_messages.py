@@ -372,7 +372,7 @@ def test_interrupt_while_loading_is_one_line(tmp_path, signum):
 
 
 @pytest.mark.parametrize("point,signum,finished", [
-    (["--signal-at-step", "1:7", "SIGINT"], signal.SIGINT, [0]),
+    # (a signal at a step of round 1: test_a_signal_mid_round_checkpoints_that_step_..., both signals)
     (["--signal-at-step", "0:3", "SIGTERM"], signal.SIGTERM, []),
     # round 0's masks are written as it finishes: the signal waits for the round to be saved
     (["--signal-in-write", "masks.safetensors", "SIGINT"], signal.SIGINT, [0]),
@@ -401,6 +401,7 @@ def test_a_signal_mid_round_checkpoints_that_step_and_the_command_it_gives_resum
                            "--", *args, "--fresh"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     _assert_interrupted(proc, signum)
     _assert_intact(run)
+    assert RunStore(run).finished_rounds() == [0]
     assert f"round 1 was checkpointed at step 7 of 10 in {run}" in proc.stderr
     command = proc.stderr.split("give the same command again to resume: ")[1].strip()
     assert shlex.split(command) == ["ticketforge", *args]  # --fresh, which would discard it, left out
