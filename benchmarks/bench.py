@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.engine import compile_options, set_matmul_precision
-from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.groups import module_groups, prune_targets
+from ticketforge.engine.sampling import sampling_network
 from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
 from ticketforge.pruning import apply_masks
 from ticketforge.pruning.state import load_plain_state_dict, plain_state_dict
@@ -311,9 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in filter(None, args.sampling.split(",")):
         record(bench_sampling(spec, init, args.sample_n, args.sample_steps, SAMPLE_VARIANTS[name], device),
                image_flops * args.sample_steps)
+    profile_steps = 2 if args.smoke else 10  # the profiler's own bookkeeping takes seconds per CPU step
     for name in filter(None, args.profile.split(",")):
-        print(f"\n{name}: top kernels over 10 steps\n" + profile_training(spec, VARIANTS[name], init, images,
-                                                                        args.batch_size, device), flush=True)
+        print(f"\n{name}: top kernels over {profile_steps} steps\n" + profile_training(
+            spec, VARIANTS[name], init, images, args.batch_size, device, steps=profile_steps), flush=True)
     def rate(r: dict) -> float:
         return r.get("steps_per_s") or r["images_per_s"]
 

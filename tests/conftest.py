@@ -1,4 +1,4 @@
-"""Shared fixtures: a registry with the toy plugin, and quick run configs."""
+"""Shared fixtures: a registry of the built-ins and the toy plugin alone, and quick run configs."""
 
 from __future__ import annotations
 
@@ -6,19 +6,36 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+from helpers import core_registry  # noqa: E402
 
+import ticketforge.registry as registry_module  # noqa: E402
 from ticketforge import RunConfig  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 @pytest.fixture
 def registry():
-    """Installed plugins plus the toy model and dataset."""
-    return build_registry(plugins=[toy_plugin])
+    """The built-ins plus the toy model and dataset; no other installed plugin (see helpers.core_registry)."""
+    return core_registry()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(registry, monkeypatch):
+    """``get_registry()`` (the CLI, ``Engine`` without ``registry=``) is the test's ``registry`` too."""
+    monkeypatch.setattr(registry_module, "_registry", registry)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The toy tensors are tiny: one thread is as fast, and far faster on a shared, busy CPU
+    (OpenMP threads spin-wait for each other when a core is taken)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

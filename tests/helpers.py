@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from ticketforge.registry import Registry, build_registry
+
 
 def load_script(path: Path) -> ModuleType:
     """Import a script that is not part of a package (examples/, experiments/) as a module."""
@@ -16,3 +18,16 @@ def load_script(path: Path) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def core_registry(*plugins: object) -> Registry:
+    """The core's built-ins, the toy model and dataset, and ``plugins``: no other installed plugin.
+
+    What every core test runs on (the ``registry`` fixture, and ``get_registry()`` inside a test), so
+    that a third-party plugin installed beside ticketforge, broken or registering a name the tests
+    use, cannot change what the suite sees. The built-ins still come through their entry point, as
+    ``ticketforge list`` finds them (distribution ``ticketforge``).
+    """
+    import toy_plugin
+
+    return build_registry(entry_points=["ticketforge"], plugins=[toy_plugin, *plugins])

@@ -7,29 +7,36 @@ With ``--branch`` the run is finished first (without kills) and the kill applies
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+import run_toy  # noqa: E402
+import torch  # noqa: E402
+from helpers import core_registry  # noqa: E402
 from run_toy import KillAtStep  # noqa: E402
 
 from ticketforge import Engine, RunConfig, branch  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 def _arg(argv: list[str], name: str, default: str | None = None) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else default
 
 
+def run_config(out: str | Path, tau_frac: float = 0.05, keep: Sequence[float] = ()) -> RunConfig:
+    """The run this script makes (tests make the same one in-process to compare with)."""
+    return dataclasses.replace(run_toy.run_config(out), tau_frac=tau_frac, keep_rewind_points=list(keep))
+
+
 def main(argv: list[str]) -> None:
     out = argv[0]
-    registry = build_registry(plugins=[toy_plugin])
+    torch.set_num_threads(1)  # as the tests in-process (conftest.py)
+    registry = core_registry()
     keep = _arg(argv, "--keep")
-    config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
-                       log_every=5, checkpoint_every=5, artifacts=False, tau_frac=float(_arg(argv, "--tau-frac", "0.05")),
-                       keep_rewind_points=[float(f) for f in keep.split(",")] if keep else [])
+    config = run_config(out, float(_arg(argv, "--tau-frac", "0.05")), [float(f) for f in keep.split(",")] if keep else [])
     kill = _arg(argv, "--kill-at-step")
     killer = KillAtStep(*map(int, kill.split(":"))) if kill else None
     if "--branch" not in argv:

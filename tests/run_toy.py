@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+import torch  # noqa: E402
+from helpers import core_registry  # noqa: E402
 
 import ticketforge.store.atomic as atomic  # noqa: E402
 from ticketforge import Engine, RunConfig, hookimpl  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 class KillAtStep:
@@ -58,9 +58,16 @@ def kill_during_write(name: str) -> None:
     atomic.os.replace = replace  # type: ignore[attr-defined]
 
 
+def run_config(out: str | Path, rounds: int = 2) -> RunConfig:
+    """The run this script makes (tests make the same one in-process to compare with)."""
+    return RunConfig(model="toy", schedule="uniform", rounds=rounds, steps_per_round=20, device="cpu", out=str(out),
+                     log_every=5, checkpoint_every=5, artifacts=False)
+
+
 def main(argv: list[str]) -> None:
     out = argv[0]
-    registry = build_registry(plugins=[toy_plugin])
+    torch.set_num_threads(1)  # as the tests in-process (conftest.py): a toy, on a shared CPU
+    registry = core_registry()
     if "--kill-at-step" in argv:
         round_index, step = map(int, argv[argv.index("--kill-at-step") + 1].split(":"))
         registry.pm.register(KillAtStep(round_index, step))
@@ -71,9 +78,7 @@ def main(argv: list[str]) -> None:
         round_index, step = map(int, argv[at + 1].split(":"))
         registry.pm.register(PauseAtStep(round_index, step, Path(argv[at + 2])))
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 2
-    config = RunConfig(model="toy", schedule="uniform", rounds=rounds, steps_per_round=20, device="cpu", out=out,
-                       log_every=5, checkpoint_every=5, artifacts=False)
-    Engine(config, registry=registry).run()
+    Engine(run_config(out, rounds), registry=registry).run()
 
 
 if __name__ == "__main__":

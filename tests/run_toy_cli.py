@@ -16,13 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import torch  # noqa: E402
 import toy_plugin  # noqa: E402
+from helpers import core_registry  # noqa: E402
 
 import ticketforge.registry as registry_module  # noqa: E402
 import ticketforge.store.atomic as atomic  # noqa: E402
 from ticketforge import ComponentRecord, hookimpl  # noqa: E402
 from ticketforge.cli.main import main  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 SAMPLE_SIGNAL: list[int] = []
 
@@ -70,8 +71,8 @@ def signal_during_write(name: str, signum: int) -> None:
 def run(argv: list[str]) -> None:
     split = argv.index("--")
     ours, args = argv[:split], argv[split + 1:]
-    import ticketforge.builtins.plugin as builtins  # no entry points: the toy needs no other plugin
-    registry = build_registry(entry_points=False, plugins=[builtins, toy_plugin, Plugin()])
+    torch.set_num_threads(1)  # as the tests in-process (conftest.py)
+    registry = core_registry(Plugin())  # the toy needs no other plugin
     if "--signal-at-step" in ours:
         i = ours.index("--signal-at-step")
         round_index, step = map(int, ours[i + 1].split(":"))

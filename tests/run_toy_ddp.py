@@ -18,13 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import toy_plugin  # noqa: E402
+from helpers import core_registry  # noqa: E402
 
 import ticketforge.engine.engine as engine_module  # noqa: E402
 from ticketforge import Engine, RunConfig  # noqa: E402
 from ticketforge.engine.groups import mask_digest  # noqa: E402
 from ticketforge.pruning.state import plain_state_dict  # noqa: E402
-from ticketforge.registry import build_registry  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -50,7 +49,7 @@ def main(argv: list[str]) -> None:
     batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
     config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
                        log_every=5, checkpoint_every=5, artifacts=False, batch_size=batch)
-    engine = Engine(config, registry=build_registry(plugins=[toy_plugin]))
+    engine = Engine(config, registry=core_registry())
     captured = {}
     real_finish = engine._finish_round
 

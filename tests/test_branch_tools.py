@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
+from branch_fixtures import fake_branch
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
-from branch_fixtures import fake_branch
 from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl, load_branch, load_ticket
 from ticketforge.branches import list_branches, resolve_branch, resolve_source
 from ticketforge.cli.main import cli
@@ -41,7 +41,7 @@ class _EvalPlugin:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """A finished three-round toy run with five branches (one unfinished), written once for the module."""
-    registry = registry_module.build_registry(plugins=[sys.modules["toy_plugin"], _EvalPlugin()])
+    registry = core_registry(_EvalPlugin())
     run = tmp_path_factory.mktemp("branches") / "run"
     config = RunConfig(model="toy", schedule="uniform", p=20.0, rounds=2, steps_per_round=20, device="cpu",
                        out=str(run), log_every=5, checkpoint_every=10, artifacts=False)
@@ -301,7 +301,7 @@ def test_real_branches_are_read_like_the_fakes(tmp_path, monkeypatch):
     """`branch` (the training side) and the reading commands agree on the layout: inspect lists the
     branches under their round, eval stores scores in each branch's own record, report plots them."""
     from ticketforge import branch
-    registry = registry_module.build_registry(plugins=[sys.modules["toy_plugin"], _EvalPlugin()])
+    registry = core_registry(_EvalPlugin())
     monkeypatch.setattr(registry_module, "_registry", registry)
     run = tmp_path / "run"
     Engine(RunConfig(model="toy", schedule="uniform", p=20.0, rounds=1, steps_per_round=10, device="cpu",

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import run_branch_toy
 import torch
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import Engine, branch, hookimpl, load_round
@@ -155,20 +157,22 @@ def test_other_steps_make_another_branch(run, registry):
 
 
 def _branch_toy(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """tests/run_branch_toy.py in a process of its own, for a SIGKILL."""
     return subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_sigkilled_branch_resumes_from_its_checkpoint_to_identical_results(tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    assert _branch_toy(ref, "--branch", "2", "--masks", "random").returncode == 0
+    for path in (ref, out):  # the run script's run, here
+        Engine(run_branch_toy.run_config(path), registry=core_registry()).run()
+    branch(ref, 2, masks="random", registry=core_registry())
     killed = _branch_toy(out, "--branch", "2", "--masks", "random", "--kill-at-step", "0:15")
     assert killed.returncode == -9, killed.stderr
     (folder,) = (out / "branches").iterdir()
     store = RunStore(folder)
     assert store.finished_rounds() == [] and store.read_checkpoint("checkpoint.pt")["step"] == 10
     assert RunStore(out).finished_rounds() == [0, 1, 2]  # the run itself was finished and stays so
-    resumed = _branch_toy(out, "--branch", "2", "--masks", "random")
-    assert resumed.returncode == 0, resumed.stderr
+    branch(out, 2, masks="random", registry=core_registry())  # the same request, resumed by another process
     (ref_folder,) = (ref / "branches").iterdir()
     assert folder.name == ref_folder.name
     for rel in ("weights", "ema", "masks"):

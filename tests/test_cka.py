@@ -115,7 +115,9 @@ def test_weight_cka_sees_weights_loaded_after_pruning_without_a_forward():
 def test_compare_command(toy_config, registry, monkeypatch, tmp_path):
     import dataclasses
     import json
+
     from click.testing import CliRunner
+
     import ticketforge.registry as reg
     from ticketforge import Engine
     from ticketforge.cli.main import cli

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-import toy_plugin
 import torch
+import toy_plugin
 from click.testing import CliRunner
+from helpers import core_registry
 from torch.utils.data import TensorDataset
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, hookimpl
 from ticketforge.cli.main import cli
 from ticketforge.errors import ConfigError
-from ticketforge.registry import build_registry
 from ticketforge.store import RunStore
 
 
@@ -119,12 +119,8 @@ def test_bad_input_is_one_line_with_exit_code_and_no_traceback(runner, tmp_path,
     assert needle and needle in lines[0]
 
 
-def test_unknown_data_path_and_missing_run_are_failures(runner, tmp_path):
-    missing = tmp_path / "no-such-data"
-    result = _toy_run(runner, tmp_path / "run", "--dataset", "mnist", "--data-root", str(missing))
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and "no MNIST files in" in lines[0] and str(missing) in lines[0], result.stderr
+def test_a_missing_run_is_a_failure(runner, tmp_path):
+    # (a --data-root with no data: plugins/ticketforge-ddpm/tests/test_data_errors.py, the datasets' plugin)
     result = runner.invoke(cli, ["inspect", str(tmp_path)])
     assert result.exit_code == 1 and "is not a ticketforge run" in result.stderr
     assert len(result.stderr.splitlines()) == 1
@@ -150,7 +146,7 @@ class _FolderData:
 
 
 def test_a_wrong_data_root_leaves_nothing_that_refuses_the_corrected_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(_FolderData()))
     runner, out, data = CliRunner(), tmp_path / "run", tmp_path / "data"
     data.mkdir()
     wrong = _toy_run(runner, out, "--dataset", "folder-data", "--data-root", str(tmp_path / "dta"))
@@ -165,7 +161,7 @@ def test_a_wrong_data_root_leaves_nothing_that_refuses_the_corrected_command(mon
 
 
 def test_paths_in_a_toml_file_are_relative_to_its_folder_and_flags_to_the_working_directory(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _FolderData()]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(_FolderData()))
     (tmp_path / "data").mkdir()
     (tmp_path / "experiments").mkdir()
     cfg = tmp_path / "experiments" / "c.toml"
@@ -213,11 +209,21 @@ def test_export_command_reports_sizes(runner, tmp_path):
     assert "bytes of dense fp32 weights" in result.output
 
 
-def test_module_entry_point_runs():
-    import subprocess
+def test_module_entry_point_runs(monkeypatch, capsys):
+    """``python -m ticketforge`` runs the command: the module run as the interpreter runs it, here
+    (test_error_messages.py starts ``python -m ticketforge`` as a process of its own, to signal it)."""
+    import runpy
+    import signal
     import sys
-    out = subprocess.run([sys.executable, "-m", "ticketforge", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "lottery tickets" in out.stdout
+
+    monkeypatch.setattr(sys, "argv", ["ticketforge", "--help"])
+    term = signal.getsignal(signal.SIGTERM)  # main() installs its own
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("ticketforge", run_name="__main__")
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert done.value.code == 0 and "lottery tickets" in capsys.readouterr().out
 
 
 def test_progress_reporter_prints_the_round_table_after_each_round(registry, tmp_path):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-
 import toy_plugin
+from click.testing import CliRunner
+from helpers import core_registry
+
 import ticketforge.builtins.schedules as builtin_schedules
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl
@@ -22,7 +23,6 @@ from ticketforge.cli.main import cli
 from ticketforge.engine.contract import Component, check_masks, check_scores
 from ticketforge.errors import PluginError
 from ticketforge.pruning import prune_groupwise
-from ticketforge.registry import build_registry
 from ticketforge.store import RunStore
 from ticketforge.testing import ModelSpecContract, ScheduleContract, ScorerContract, grouped_scores, toy_targets
 
@@ -120,7 +120,7 @@ class BadComponents:
 
 @pytest.fixture
 def runner(monkeypatch):
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, BadComponents()]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(BadComponents()))
     return CliRunner()
 
 
@@ -193,7 +193,7 @@ def test_a_builtin_schedule_that_prunes_another_count_than_its_ratio_is_refused(
 
 def test_objects_passed_to_the_engine_are_named_by_class(tmp_path):
     cfg = RunConfig(model="toy", rounds=1, steps_per_round=4, device="cpu", out=str(tmp_path / "run"), artifacts=False)
-    engine = Engine(cfg, schedule=FloatMasks(), registry=build_registry(plugins=[toy_plugin]))
+    engine = Engine(cfg, schedule=FloatMasks(), registry=core_registry())
     with pytest.raises(PluginError, match=r"^schedule test_contract_checks\.FloatMasks \(a Python object\) returned "
                                           r"masks for group 'inp' that have dtype torch\.float32"):
         engine.run()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import toy_plugin
 from torch import nn
 
-import toy_plugin
 import ticketforge.builtins.plugin as builtins_plugin
 from ticketforge.builtins.scorers import MagnitudeScorer, RandomScorer
-from ticketforge.testing import (ModelSpecContract, RecordsContract, ScheduleContract, ScorerContract,
-                                 toy_targets)
+from ticketforge.testing import ModelSpecContract, RecordsContract, ScheduleContract, ScorerContract, toy_targets
 
 
 class TestMagnitudeScorer(ScorerContract):

@@ -16,8 +16,8 @@ from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.distributed import Distributed
 from ticketforge.errors import ConfigError
-from ticketforge.store.atomic import TEMP_SUFFIX
 from ticketforge.store import RunStore, sha256_file
+from ticketforge.store.atomic import TEMP_SUFFIX
 from ticketforge.testing import launch_ranks
 
 RUNNER = Path(__file__).parent / "run_toy_ddp.py"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl
@@ -133,9 +134,7 @@ class _EvalPlugin:
 
 @pytest.fixture
 def runner(monkeypatch):
-    import toy_plugin
-    from ticketforge.registry import build_registry
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin, _EvalPlugin()]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(_EvalPlugin()))
     return CliRunner()
 
 
@@ -373,7 +372,7 @@ def test_interrupt_while_loading_is_one_line(tmp_path, signum):
 
 
 @pytest.mark.parametrize("point,signum,finished", [
-    (["--signal-at-step", "1:7", "SIGINT"], signal.SIGINT, [0]),
+    # (a signal at a step of round 1: test_a_signal_mid_round_checkpoints_that_step_..., both signals)
     (["--signal-at-step", "0:3", "SIGTERM"], signal.SIGTERM, []),
     # round 0's masks are written as it finishes: the signal waits for the round to be saved
     (["--signal-in-write", "masks.safetensors", "SIGINT"], signal.SIGINT, [0]),
@@ -402,6 +401,7 @@ def test_a_signal_mid_round_checkpoints_that_step_and_the_command_it_gives_resum
                            "--", *args, "--fresh"], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     _assert_interrupted(proc, signum)
     _assert_intact(run)
+    assert RunStore(run).finished_rounds() == [0]
     assert f"round 1 was checkpointed at step 7 of 10 in {run}" in proc.stderr
     command = proc.stderr.split("give the same command again to resume: ")[1].strip()
     assert shlex.split(command) == ["ticketforge", *args]  # --fresh, which would discard it, left out
@@ -417,11 +417,10 @@ def test_a_signal_mid_round_checkpoints_that_step_and_the_command_it_gives_resum
 
 def test_interrupt_during_sampling_is_one_line_and_writes_nothing(tmp_path):
     import run_toy_cli
-    from ticketforge.registry import build_registry
-    import toy_plugin
+
 
     run = tmp_path / "run"
-    reg = build_registry(plugins=[toy_plugin, run_toy_cli.Plugin()])
+    reg = core_registry(run_toy_cli.Plugin())
     Engine(RunConfig(model="toy-slow", schedule="uniform", rounds=0, steps_per_round=2, device="cpu", out=str(run),
                      artifacts=False), registry=reg).run()
     proc = subprocess.run([sys.executable, str(RUN_CLI), "--signal-in-sample", "SIGINT", "--", "sample", str(run),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Engine, hookimpl
@@ -31,10 +32,7 @@ class Plugin:
 
 
 def _eval(toy_config, monkeypatch, evaluator):
-    import toy_plugin
-    from ticketforge.registry import build_registry
-
-    registry = build_registry(plugins=[toy_plugin, Plugin()])
+    registry = core_registry(Plugin())
     monkeypatch.setattr(registry_module, "_registry", registry)
     Engine(dataclasses.replace(toy_config, rounds=1), registry=registry).run()
     monkeypatch.setenv("COLUMNS", "200")  # rich's width off a terminal

@@ -153,6 +153,7 @@ def test_density_reads_weights_loaded_after_pruning_without_a_forward():
 @pytest.fixture
 def toy_run(toy_config, registry, monkeypatch):
     import dataclasses
+
     import ticketforge.registry as reg
     from ticketforge import Engine
     monkeypatch.setattr(reg, "_registry", registry)
@@ -163,7 +164,9 @@ def toy_run(toy_config, registry, monkeypatch):
 
 def test_flops_command(toy_run):
     import json
+
     from click.testing import CliRunner
+
     from ticketforge.cli.main import cli
     runner = CliRunner()
     dense = json.loads(runner.invoke(cli, ["flops", "--model", "toy", "--json"], catch_exceptions=False).output)

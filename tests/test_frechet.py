@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import core_registry
 
 from ticketforge.errors import TicketforgeError
 from ticketforge.metrics.frechet import feature_statistics, frechet_distance
@@ -59,8 +60,9 @@ class _MeanEvaluator:
 
 def test_eval_and_report_commands(toy_config, monkeypatch, tmp_path):
     import dataclasses
-    import sys
+
     from click.testing import CliRunner
+
     import ticketforge.registry as reg
     from ticketforge import ComponentRecord, Engine, hookimpl
     from ticketforge.cli.main import cli
@@ -71,7 +73,7 @@ def test_eval_and_report_commands(toy_config, monkeypatch, tmp_path):
         def ticketforge_evaluators(self):
             return [ComponentRecord("mean-pixel", _MeanEvaluator, "test evaluator")]
 
-    registry = reg.build_registry(plugins=[sys.modules["toy_plugin"], Plugin()])
+    registry = core_registry(Plugin())
     monkeypatch.setattr(reg, "_registry", registry)
     Engine(dataclasses.replace(toy_config, rounds=1, steps_per_round=10), registry=registry).run()
     runner = CliRunner()

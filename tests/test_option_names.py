@@ -8,6 +8,7 @@ import click
 import pytest
 import toy_plugin
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, Option, hookimpl
@@ -45,7 +46,7 @@ class _Plugin:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    registry = registry_module.build_registry(plugins=[toy_plugin, _Plugin()])
+    registry = core_registry(_Plugin())
     out = tmp_path_factory.mktemp("options") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(registry_module, "_registry", registry)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
-import signal
 import os
+import signal
 
 import pytest
 import torch

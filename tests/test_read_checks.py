@@ -12,23 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import core_registry
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_contract_checks import assert_one_line, tree_state
 
-import toy_plugin
 import ticketforge.registry as registry_module
-from ticketforge import ComponentRecord, hookimpl, load_ticket
+from ticketforge import load_ticket
 from ticketforge.cli.main import cli
 from ticketforge.errors import CheckpointError
-from ticketforge.registry import build_registry
 from ticketforge.store import RunStore
-
-from test_contract_checks import assert_one_line, tree_state
 
 
 @pytest.fixture
 def runner(monkeypatch):
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[toy_plugin]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry())
     return CliRunner()
 
 
@@ -201,29 +199,6 @@ def test_round_counted_back_past_the_first_names_the_rounds(runner, run):
 def test_flops_batch_size_below_one_is_refused(runner, run, size):
     result = runner.invoke(cli, ["flops", str(run), "--batch-size", size])
     assert_one_line(result, 2, "--batch-size must be at least 1", f"not {size}")
-
-
-def _small_digits(root=None, download=False, train=True, **options):
-    return torch.utils.data.TensorDataset(torch.rand(32, 1, 16, 16), torch.zeros(32, dtype=torch.long))
-
-
-class SmallDigits:
-    @hookimpl
-    def ticketforge_datasets(self):
-        return [ComponentRecord("small-digits", _small_digits, "16x16 images")]
-
-
-def test_images_of_another_size_than_the_preset_are_refused(monkeypatch, tmp_path):
-    pytest.importorskip("ticketforge_ddpm")
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[SmallDigits()]))
-    out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--model", "ddpm-unet", "--preset", "tiny", "--dataset", "small-digits",
-                                      "--rounds", "1", "--steps-per-round", "2", "--device", "cpu", "--out", str(out),
-                                      "--quiet", "--no-artifacts"])
-    assert_one_line(result, 2, "dataset 'small-digits' has 1x16x16 images", "model 'ddpm-unet' (preset 'tiny') "
-                    "expects 1x28x28", "choose a dataset of 1x28x28 images", "--model-option")
-    assert RunStore(out).finished_rounds() == []
-    assert not (out / "init.safetensors").exists()  # refused before any training
 
 
 def test_nan_rewind_weights_stop_the_next_round(runner, tmp_path):

@@ -7,12 +7,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import core_registry
 
 import ticketforge.registry as registry_module
 from ticketforge import ComponentRecord, hookimpl
 from ticketforge.builtins.scorers import MagnitudeScorer
 from ticketforge.cli.main import cli
-from ticketforge.registry import build_registry
 
 
 def _plugin(returned):
@@ -35,7 +35,7 @@ RECORD = ComponentRecord("snip", MagnitudeScorer, "a scorer")
     ("snip", "a str ('snip')"),
 ])
 def test_a_hook_returning_no_records_is_reported_and_skipped(monkeypatch, returned, what):
-    monkeypatch.setattr(registry_module, "_registry", build_registry(plugins=[_plugin(returned)]))
+    monkeypatch.setattr(registry_module, "_registry", core_registry(_plugin(returned)))
     result = CliRunner().invoke(cli, ["list", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -57,5 +57,5 @@ def test_records_as_a_tuple_or_a_generator_are_fine():
         yield RECORD
 
     for returned in ((RECORD,), gen()):
-        registry = build_registry(plugins=[_plugin(returned)])
+        registry = core_registry(_plugin(returned))
         assert not registry.broken and "snip" in registry.records("scorers")

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import run_branch_toy
 import torch
-
 import toy_plugin
+from helpers import core_registry
+
 from ticketforge import Engine, RunConfig, hookimpl
 from ticketforge.engine.config import config_differences
 from ticketforge.engine.rewind import point_file
@@ -97,26 +99,28 @@ def test_nan_at_step_tau_leaves_no_theta_tau_and_a_resume_takes_the_finite_one(t
 
 
 def _toy(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """tests/run_branch_toy.py in a process of its own, for a SIGKILL."""
     return subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("kill_at", ["0:10", "0:15"])
-def test_killed_round_0_resumes_to_the_uninterrupted_theta_tau(tmp_path, kill_at):
+def test_killed_round_0_resumes_to_the_uninterrupted_theta_tau(tmp_path):
     # tau = 7; points at 3 (0.15) and 13 (0.65). Killed at 10: the checkpoint at 5 predates tau and
     # the point at 7 of the lost attempt must not survive; killed at 15: the checkpoint at 10 carries it.
     args = ["--tau-frac", "0.34", "--keep", "0.15,0.65"]
-    ref, out = tmp_path / "ref", tmp_path / "run"
-    assert _toy(ref, *args).returncode == 0
-    killed = _toy(out, *args, "--kill-at-step", kill_at)
-    assert killed.returncode == -9, killed.stderr
-    store = RunStore(out)
-    assert not store.has("rewind.safetensors") and not store.has(point_file(3))  # nothing before round 0 ends
-    carried = set(store.read_checkpoint("checkpoint.pt")["rewind_points"])
-    assert carried == ({"rewind.safetensors", point_file(3)} if kill_at == "0:15" else {point_file(3)})
-    resumed = _toy(out, *args)
-    assert resumed.returncode == 0, resumed.stderr
-    for rel in ("rewind.safetensors", point_file(3), point_file(13), "rounds/0002/weights.safetensors"):
-        assert _same(RunStore(out).read_tensors(rel), RunStore(ref).read_tensors(rel)), rel
+    config = run_branch_toy.run_config(tmp_path / "ref", tau_frac=0.34, keep=[0.15, 0.65])
+    Engine(config, registry=core_registry()).run()
+    ref = RunStore(tmp_path / "ref")
+    for kill_at in ("0:10", "0:15"):
+        out = tmp_path / kill_at.replace(":", "-")
+        killed = _toy(out, *args, "--kill-at-step", kill_at)
+        assert killed.returncode == -9, killed.stderr
+        store = RunStore(out)
+        assert not store.has("rewind.safetensors") and not store.has(point_file(3))  # nothing before round 0 ends
+        carried = set(store.read_checkpoint("checkpoint.pt")["rewind_points"])
+        assert carried == ({"rewind.safetensors", point_file(3)} if kill_at == "0:15" else {point_file(3)})
+        Engine(dataclasses.replace(config, out=str(out)), registry=core_registry()).run()  # the same run, resumed
+        for rel in ("rewind.safetensors", point_file(3), point_file(13), "rounds/0002/weights.safetensors"):
+            assert _same(RunStore(out).read_tensors(rel), ref.read_tensors(rel)), (kill_at, rel)
 
 
 def test_keep_rewind_points_is_not_part_of_the_run(toy_config, registry):

@@ -134,8 +134,7 @@ def test_store_writes_its_temp_files_under_the_exact_pattern(tmp_path, monkeypat
     assert not atomic.is_temp_file(".masks.safetensors.tmp") and not atomic.is_temp_file("masks.safetensors")
 
 
-@pytest.mark.parametrize("second", [[], ["--p", "30"]], ids=["same-config", "another-config"])
-def test_fresh_while_another_process_holds_the_run_is_refused_and_deletes_nothing(runner, tmp_path, second):
+def test_fresh_while_another_process_holds_the_run_is_refused_and_deletes_nothing(runner, tmp_path):
     run, control = tmp_path / "run", tmp_path / "control"
     control.mkdir()
     holder = subprocess.Popen([sys.executable, str(RUNNER), str(run), "--rounds", "4", "--pause-at", "3:10",
@@ -148,9 +147,10 @@ def test_fresh_while_another_process_holds_the_run_is_refused_and_deletes_nothin
             time.sleep(0.05)
         assert RunStore(run).finished_rounds() == [0, 1, 2]  # three finished rounds at stake
         before = snapshot(tmp_path)
-        result = _run(runner, run, "--fresh", "--rounds", "4", *second)
-        _assert_refused(result, 1, f"is in use by pid {holder.pid}", "wait for it to finish")
-        assert snapshot(tmp_path) == before
+        for second in ([], ["--p", "30"]):  # the same config, and another one
+            result = _run(runner, run, "--fresh", "--rounds", "4", *second)
+            _assert_refused(result, 1, f"is in use by pid {holder.pid}", "wait for it to finish")
+            assert snapshot(tmp_path) == before, second
     finally:
         (control / "go").write_text("")
         out, err = holder.communicate(timeout=240)
@@ -173,6 +173,7 @@ def test_a_default_run_folder_shows_a_scorer_and_baseline_that_are_not_the_defau
 
 def test_a_run_folder_of_the_earlier_naming_rule_is_found_by_its_hash_and_resumed(registry, toy_config, tmp_path):
     import dataclasses
+
     from ticketforge import Engine
     runs = tmp_path / "runs"
     config = dataclasses.replace(toy_config, out=None, runs_root=str(runs), rounds=1, baseline="random-reinit")

@@ -1,13 +1,13 @@
 """The training step captured as one CUDA graph: same numbers as the eager step, resumable.
 
 The CUDA tests run on a GPU machine (the suite skips them elsewhere); the EMA's device-side update
-is checked on the CPU too.
+is checked on the CPU too. Those on the DDPM U-Net live with its plugin
+(plugins/ticketforge-ddpm/tests/test_step_graph_unet.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import pytest
 import torch
@@ -16,7 +16,6 @@ from ticketforge import Engine, hookimpl
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.train import RoundSetup, make_optimizer, train_round
-from ticketforge.registry import get_registry
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -54,99 +53,6 @@ def test_device_side_ema_update_matches_the_host_one():
         dev.update_captured()
     for a, b in zip(host.shadow, dev.shadow):
         torch.testing.assert_close(a, b)
-
-
-def _train(capture: bool, steps: int = 12, precision: str = "fp32", rounds: int = 2, spec=None, compile: bool = False,
-           ) -> tuple[list[torch.Tensor], list[float], EMA, list[dict]]:
-    """Rounds of a few steps of the tiny DDPM U-Net on random images, with warm-up, clipping and EMA;
-    each round gets a new optimizer and EMA, as in the engine."""
-    device = torch.device("cuda")
-    spec = spec or get_registry().create("models", "ddpm-unet", preset="tiny")
-    torch.manual_seed(0)
-    network = spec.build().to(device)
-    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    batches = BatchSource(images, 8, seed=0, device=device)
-    forward = torch.compile(network) if compile else network  # default mode: no CUDA graphs of its own
-    losses: list[float] = []
-    summaries = []
-    for k in range(rounds):
-        optimizer = make_optimizer(network, 2e-4, 0.0, device, capturable=capture)
-        ema = EMA(network, 0.999)
-        gen = torch.Generator(device=device).manual_seed(k)
-        setup = RoundSetup(k, steps, 2e-4, 5, 1.0, 1, 10 ** 9, precision, capture=capture)
-        torch.manual_seed(1)  # dropout
-        summaries.append(train_round(setup, spec, network, optimizer, ema, batches, gen, 0,
-                                     on_log=lambda step, m: losses.append(m["loss"]), on_checkpoint=lambda step: None,
-                                     forward_network=forward))
-    return [p.detach().clone() for p in network.parameters()], losses, ema, summaries
-
-
-@cuda
-def test_captured_step_trains_like_the_eager_step():
-    eager_params, eager_losses, eager_ema, _ = _train(capture=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # the step has no host sync: no fallback warning
-        graph_params, graph_losses, graph_ema, summaries = _train(capture=True)
-    assert [s["cuda_graph"] for s in summaries] == [True, True]
-    assert len(graph_losses) == 24 and all(map(lambda x: x == x, graph_losses))
-    # Same kernels, same random numbers: the replays reproduce the eager step, and a second round
-    # (new optimizer, new graph) starts as clean as an eager one.
-    assert graph_losses == pytest.approx(eager_losses, rel=1e-4)
-    # cuDNN's backward kernels are not bitwise deterministic: two eager runs of 24 steps differ by up
-    # to 2e-5 in single weights (measured on an H100), as much as eager and captured do. So compare
-    # the whole difference with how far training moved the weights (benchmarks/step_graph_drift.py:
-    # mean difference 1e-7 against a mean movement of 1.7e-3); a lost, doubled or stale step is one of
-    # twelve Adam steps, several percent of that movement.
-    init = _initial_params()
-    assert _relative_gap(graph_params, eager_params, init) < 2e-3
-    assert graph_ema.num_updates == eager_ema.num_updates == 12  # the last round's EMA
-    assert _relative_gap(graph_ema.shadow, eager_ema.shadow, init) < 2e-3
-
-
-def _initial_params() -> list[torch.Tensor]:
-    torch.manual_seed(0)
-    return [p.detach().cuda() for p in get_registry().create("models", "ddpm-unet", preset="tiny").build().parameters()]
-
-
-def _relative_gap(got: list[torch.Tensor], want: list[torch.Tensor], start: list[torch.Tensor]) -> float:
-    """||got - want|| over ||want - start||, all tensors as one vector."""
-    gap = torch.cat([(a - b).flatten() for a, b in zip(got, want)]).norm()
-    moved = torch.cat([(b - s).flatten() for b, s in zip(want, start)]).norm()
-    return float(gap / moved)
-
-
-@cuda
-def test_captured_step_compiles_in_bf16():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # compiled code has no host sync either
-        params, losses, _, summaries = _train(capture=True, steps=8, precision="bf16", rounds=1, compile=True)
-    assert summaries[0]["cuda_graph"] is True
-    assert len(losses) == 8 and all(0 < x < 10 for x in losses)
-
-
-class _SyncingLoss:
-    """The tiny DDPM's loss plus a host sync (``.item()``), as a careless plugin might write it."""
-
-    def __init__(self):
-        self.inner = get_registry().create("models", "ddpm-unet", preset="tiny")
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def loss(self, network, batch, generator=None):
-        loss = self.inner.loss(network, batch, generator)
-        if loss.item() > 1e6:  # a branch on a tensor: waits for the GPU
-            raise RuntimeError("unreachable")
-        return loss
-
-
-@cuda
-def test_a_step_that_syncs_with_the_host_falls_back_to_eager_with_a_warning():
-    eager_params, eager_losses, _, _ = _train(capture=False, rounds=1, spec=_SyncingLoss())
-    with pytest.warns(RuntimeWarning, match="synchronises with the host"):
-        params, losses, _, summaries = _train(capture=True, rounds=1, spec=_SyncingLoss())
-    assert summaries[0]["cuda_graph"] is False
-    assert losses == pytest.approx(eager_losses, rel=1e-4)
 
 
 class _StopAt:

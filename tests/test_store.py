@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import run_toy
 import torch
+from helpers import core_registry
 
-from ticketforge import Engine, export_ticket, load_round, load_ticket
+from ticketforge import Engine, export_ticket, hookimpl, load_round, load_ticket
 from ticketforge.errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
 from ticketforge.store import RunLock, RunStore
 from ticketforge.store.atomic import atomic_write_bytes, is_temp_file
@@ -22,7 +24,25 @@ RUNNER = Path(__file__).parent / "run_toy.py"
 
 
 def _toy(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """tests/run_toy.py in a process of its own: for a SIGKILL, which nothing in this process may survive."""
     return subprocess.run([sys.executable, str(RUNNER), str(out), *args], capture_output=True, text=True, timeout=300)
+
+
+def _toy_here(out: Path, *plugins: object) -> list[dict]:
+    """The same run (the same command, resumed) in this process."""
+    return Engine(run_toy.run_config(out), registry=core_registry(*plugins)).run()
+
+
+class _StopAt:
+    """Stops the run at a logged step as Ctrl-C does (the checkpoint before that step is kept)."""
+
+    def __init__(self, round_index: int, step: int):
+        self.at = (round_index, step)
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == self.at:
+            raise KeyboardInterrupt
 
 
 def _digests(out: Path) -> list[str]:
@@ -33,30 +53,23 @@ def _digests(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> list[str]:
     out = tmp_path_factory.mktemp("ref") / "run"
-    assert _toy(out).returncode == 0
+    _toy_here(out)
     return _digests(out)
 
 
-@pytest.mark.parametrize("kill", [["--kill-at-step", "1:15"], ["--kill-in-write", "checkpoint.pt"],
+@pytest.mark.parametrize("kill", [["--kill-at-step", "2:15"], ["--kill-in-write", "checkpoint.pt"],
                                   ["--kill-in-write", "record.json"], ["--kill-in-write", "manifest.json"]])
 def test_sigkill_then_same_command_resumes_to_identical_masks(tmp_path, reference, kill):
     out = tmp_path / "run"
     killed = _toy(out, *kill)
     assert killed.returncode == -9, killed.stderr
     assert len(_digests(out)) < 3
-    resumed = _toy(out)
-    assert resumed.returncode == 0, resumed.stderr
+    if kill[0] == "--kill-at-step":  # mid-round: the step-10 checkpoint of round 2 is what it resumes from
+        store = RunStore(out)
+        assert store.finished_rounds() == [0, 1] and store.read_checkpoint("checkpoint.pt")["step"] == 10
+    _toy_here(out)  # the killed process's lock and files, resumed by another process
     assert _digests(out) == reference
     assert not [p for p in out.rglob("*") if is_temp_file(p.name)]
-
-
-def test_resume_from_mid_round_checkpoint_matches(tmp_path, reference):
-    out = tmp_path / "run"
-    assert _toy(out, "--kill-at-step", "2:15").returncode == -9
-    store = RunStore(out)
-    assert store.finished_rounds() == [0, 1] and store.read_checkpoint("checkpoint.pt")["step"] == 10
-    assert _toy(out).returncode == 0
-    assert _digests(out) == reference
 
 
 def test_changed_config_under_same_out_is_refused(toy_config, registry):
@@ -97,28 +110,33 @@ def test_corrupt_truncated_and_foreign_files_are_one_line_errors(toy_config, reg
         RunStore(run).finished_rounds()
 
 
+def _stopped_mid_round_1(out: Path) -> RunStore:
+    with pytest.raises(KeyboardInterrupt):
+        _toy_here(out, _StopAt(1, 15))
+    store = RunStore(out)
+    assert store.finished_rounds() == [0] and store.read_checkpoint("checkpoint.pt")["step"] == 10
+    return store
+
+
 def test_damaged_checkpoint_restarts_the_round_instead_of_failing(tmp_path, reference):
     out = tmp_path / "run"
-    assert _toy(out, "--kill-at-step", "1:15").returncode == -9
+    _stopped_mid_round_1(out)
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated behind the manifest's back
-    resumed = _toy(out)
-    assert resumed.returncode == 0, resumed.stderr
+    _toy_here(out)
     assert _digests(out) == reference
-
 
 
 def test_a_checkpoint_refused_part_way_leaves_none_of_its_state(tmp_path, reference):
     """Its weights load, its optimizer state does not: the round restarts from its start weights,
     not from the checkpoint's weights at step 0."""
     out = tmp_path / "run"
-    assert _toy(out, "--kill-at-step", "1:15").returncode == -9
-    store = RunStore(out)
+    store = _stopped_mid_round_1(out)
     ckpt = store.read_checkpoint("checkpoint.pt")
     store.write_checkpoint("checkpoint.pt", {**ckpt, "optimizer": {"state": {}, "param_groups": []}})
-    resumed = _toy(out)
-    assert resumed.returncode == 0, resumed.stderr
+    _toy_here(out)
     assert _digests(out) == reference
+
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_config, registry):
     import toy_plugin

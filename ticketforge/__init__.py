@@ -43,12 +43,20 @@ _LAZY = {
 if TYPE_CHECKING:
     from .api import LoadedRound, load_branch, load_round, record_metrics
     from .branches import BranchInfo, list_branches
-    from .engine.branch import branch
     from .builtins.schedules import RatioSchedule
     from .engine import Engine, RunConfig
+    from .engine.branch import branch
     from .export import export_ticket, load_ticket
-    from .protocols import (Evaluator, ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer, Similarity,
-                            TrainingDefaults)
+    from .protocols import (
+        Evaluator,
+        ModelSpec,
+        ModuleGroup,
+        PruneTarget,
+        Schedule,
+        Scorer,
+        Similarity,
+        TrainingDefaults,
+    )
 
 
 def __getattr__(name: str) -> Any:

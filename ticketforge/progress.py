@@ -59,7 +59,7 @@ class ProgressEvent:
     message: str = ""
 
 
-ProgressFn = Callable[[ProgressEvent], None]
+ProgressFn = Callable[[ProgressEvent], object]  # what it returns is ignored
 ProgressLike = Union[str, ProgressFn, None]
 
 _current: ContextVar[ProgressFn | None] = ContextVar("ticketforge_progress", default=None)
@@ -100,7 +100,7 @@ def using(progress: ProgressLike) -> Iterator[ProgressFn | None]:
     finally:
         _current.reset(token)
         if made and shown is not None and hasattr(shown, "close"):
-            shown.close()  # type: ignore[attr-defined]
+            shown.close()
 
 
 def current() -> ProgressFn | None:

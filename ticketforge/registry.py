@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import json
+import re
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import pluggy
 
@@ -174,15 +175,30 @@ def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
     return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
 
 
-def build_registry(*, entry_points: bool = True, plugins: Iterable[Any] = ()) -> Registry:
-    """A registry of the installed plugins (``entry_points``) plus ``plugins`` given directly."""
+def _canonical(distribution: str) -> str:
+    """A distribution's name as pip compares them (``Ticketforge_DDPM`` is ``ticketforge-ddpm``)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def build_registry(*, entry_points: bool | Collection[str] = True, plugins: Iterable[object] = ()) -> Registry:
+    """A registry of the installed plugins plus ``plugins`` given directly.
+
+    ``entry_points``: True loads the plugins of every distribution in the ``ticketforge`` entry-point
+    group, False none, and a collection of distribution names only theirs: ``["ticketforge"]`` is the
+    core's built-ins alone, named as ``ticketforge list`` names them. Tests build on that, so that
+    another installed plugin cannot change what they see.
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     distributions: dict[str, str] = {}
     broken: list[BrokenPlugin] = []
     if entry_points:
+        wanted = None if entry_points is True else \
+            {_canonical(d) for d in ([entry_points] if isinstance(entry_points, str) else entry_points)}
         for ep in _entry_points():
             dist = ep.dist.name if ep.dist is not None else ep.name
+            if wanted is not None and _canonical(dist) not in wanted:
+                continue
             try:
                 pm.register(ep.load(), name=ep.name)
                 distributions[ep.name] = dist
@@ -190,7 +206,8 @@ def build_registry(*, entry_points: bool = True, plugins: Iterable[Any] = ()) ->
                 broken.append(BrokenPlugin(ep.name, dist, f"{type(exc).__name__}: {exc}"))
     for plugin in plugins:
         name = pm.register(plugin)
-        distributions[name] = getattr(plugin, "__name__", type(plugin).__name__)
+        if name is not None:  # None: a blocked plugin (never one given here)
+            distributions[name] = getattr(plugin, "__name__", type(plugin).__name__)
     return Registry(pm, distributions, broken)
 
 

@@ -22,11 +22,11 @@ This module imports pytest: use it from tests only.
 from __future__ import annotations
 
 import inspect
-import os
 import json
+import os
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import pytest
 import torch
@@ -372,7 +372,7 @@ class ModelSpecContract:
         loss.backward()
         for group in spec.module_groups(network):
             for name, module in group.modules:
-                grad = module.weight.grad
+                grad = cast(Tensor, module.weight).grad
                 assert grad is not None, f"{name}.weight got no gradient from loss()"
                 assert torch.isfinite(grad).all(), f"{name}.weight has a non-finite gradient"
 
@@ -425,11 +425,11 @@ class ModelSpecContract:
         with torch.no_grad():
             base = _output(network(*inputs))
             for name, module in modules:
-                weight = module.weight.detach().clone()
+                weight = cast(Tensor, module.weight).detach().clone()
                 prune.custom_from_mask(module, "weight", torch.zeros_like(weight))
                 changed = not torch.equal(_output(network(*inputs)), base)
                 prune.remove(module, "weight")
-                module.weight.copy_(weight)
+                cast(Tensor, module.weight).copy_(weight)
                 assert changed, \
                     f"pruning all of {name}.weight does not change the output: the forward pass does not use it"
 
@@ -446,7 +446,8 @@ class ModelSpecContract:
             gen = torch.Generator().manual_seed(self.seed + 3)
             handles = []
             for name, module in modules:  # every module half pruned at once: one forward checks them all
-                prune.custom_from_mask(module, "weight", torch.rand(module.weight.shape, generator=gen) < 0.5)
+                shape = cast(Tensor, module.weight).shape
+                prune.custom_from_mask(module, "weight", torch.rand(shape, generator=gen) < 0.5)
                 handles.append(module.register_forward_hook(check(name)))
             network(*inputs)
             for handle in handles:
@@ -489,10 +490,14 @@ def _output(out: Any) -> Tensor:
 
 def _reference_forward(module: nn.Module, x: Tensor) -> Tensor:
     """What a plain Conv/Linear computes from ``module.weight`` (bypassing any subclass's ``forward``)."""
-    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-        if isinstance(module, cls):
-            return cls._conv_forward(module, x, module.weight, module.bias)
-    return nn.functional.linear(x, module.weight, module.bias)
+    weight, bias = cast(Tensor, module.weight), cast("Tensor | None", module.bias)
+    if isinstance(module, nn.Conv1d):
+        return nn.Conv1d._conv_forward(module, x, weight, bias)
+    if isinstance(module, nn.Conv2d):
+        return nn.Conv2d._conv_forward(module, x, weight, bias)
+    if isinstance(module, nn.Conv3d):
+        return nn.Conv3d._conv_forward(module, x, weight, bias)
+    return nn.functional.linear(x, weight, bias)
 
 
 # -- registration records -------------------------------------------------------------------------
@@ -558,7 +563,7 @@ class RecordsContract:
                     assert o.default is None or isinstance(o.default, o.type) or \
                         (o.type is float and isinstance(o.default, int) and not isinstance(o.default, bool)), \
                         f"{kind} {r.name!r} option {o.name!r}: default {o.default!r} is not a {o.type.__name__}"
-                    assert takes_kwargs or o.name in params, \
+                    assert takes_kwargs or (params is not None and o.name in params), \
                         f"{kind} {r.name!r}: the factory takes no keyword {o.name!r}"
 
     def test_registers_in_a_registry(self, plugin: Any) -> None:

@@ -32,10 +32,11 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ticketforge import hookimpl
 
@@ -85,6 +86,7 @@ def planned_sparsities(config: Any, rounds: int) -> tuple[list[float], int]:
     """Sparsity of rounds 0..rounds as the engine's schedule prunes them (counts do not depend on the
     scores), and the run's cap on rounds once the preset's defaults are filled in."""
     import torch
+
     from ticketforge import Engine
     from ticketforge.engine.groups import flatten, group_tensors, module_groups, prune_targets
 
@@ -188,6 +190,7 @@ class _StepReporter:
 
 def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) -> None:
     import torch
+
     from ticketforge import Engine, RunConfig, branch
     from ticketforge.registry import get_registry
 
@@ -246,6 +249,7 @@ def draw_grids(args: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
     import torch
     from torchvision.utils import make_grid
+
     from ticketforge import load_round
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -499,8 +503,8 @@ def weight_stats(run: Path, k: int, start_file: str | None) -> dict[str, Any]:
         total = sum(masks[n].numel() for n in names)
 
         def rms(tensors: dict[str, Any]) -> float:
-            sq = sum(float((tensors[f"{n}.weight"].float()[masks[n]] ** 2).sum()) for n in names)
-            return (sq / max(kept, 1)) ** 0.5
+            sq = sum(float((tensors[f"{n}.weight"].float()[masks[n]] ** 2).sum()) for n in names)  # noqa: B023
+            return (sq / max(kept, 1)) ** 0.5  # noqa: B023 (called in this iteration only)
 
         per_layer = [float(masks[n].float().mean()) for n in names]
         out[group] = {"layers": len(names), "weights": total, "kept_fraction": kept / max(total, 1),
@@ -661,6 +665,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def repro_check(out: Path, job: Job) -> dict[str, Any]:
     """Does the ticket-tau branch of a round repeat that round (masks, loss, weights)?"""
     import torch
+
     from ticketforge.store import RunStore
     from ticketforge.store.run_store import round_dir
 

@@ -12,7 +12,17 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from ..hookspecs import hookimpl
-from ..progress import ProgressEvent, ProgressFn, ProgressLike, current, eta, format_rate, format_seconds, resolve, using
+from ..progress import (
+    ProgressEvent,
+    ProgressFn,
+    ProgressLike,
+    current,
+    eta,
+    format_rate,
+    format_seconds,
+    resolve,
+    using,
+)
 
 
 def rounds_table(rounds: list[dict[str, Any]], title: str = "Rounds") -> Table:
@@ -63,7 +73,7 @@ class RichProgress:
                 self.close()
 
     @staticmethod
-    def _fields(event: ProgressEvent) -> dict[str, str]:
+    def _fields(event: ProgressEvent) -> dict[str, Any]:  # Any: rich types its fields so
         left = eta(event)
         info = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
         return {"unit": event.unit, "rate": format_rate(event.rate, event.unit),
@@ -184,4 +194,4 @@ def reporting(registry: Any, progress: ProgressLike, name: str = "progress-repor
     finally:
         registry.pm.unregister(name=name)
         if isinstance(progress, str) and hasattr(shown, "close"):
-            shown.close()  # type: ignore[attr-defined]
+            shown.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +30,7 @@ def command(kind: str | None, as_json: bool) -> None:
     data = {k: [{"name": r.name, "summary": r.summary, "plugin": r.plugin}
                 for r in [*registry.records(k).values(), *(r for rs in registry.conflicts(k).values() for r in rs)]]
             for k in kinds}
-    conflicts = [{"kind": k, "name": name, "plugins": [r.plugin for r in records],
+    conflicts: list[dict[str, Any]] = [{"kind": k, "name": name, "plugins": [r.plugin for r in records],
                   "error": registry.conflict_message(k, name)}
                  for k in kinds for name, records in registry.conflicts(k).items()]
     broken = [{"name": b.name, "plugin": b.distribution, "error": b.error} for b in registry.broken]

@@ -30,10 +30,10 @@ def parse_key_values(items: tuple[str, ...], flag: str) -> dict[str, Any]:
     return out
 
 
-def key_values_option(flag: str, help: str):  # type: ignore[no-untyped-def]
+def key_values_option(flag: str, help: str):
     """A repeatable ``flag KEY=VALUE`` option (the command's ``options``), with ``--option``, its earlier
     spelling, kept hidden and deprecated (the command's ``old_options``; see :func:`given_options`)."""
-    def decorate(func):  # type: ignore[no-untyped-def]
+    def decorate(func):
         func = click.option("--option", "old_options", multiple=True, hidden=True, metavar="KEY=VALUE",
                             help=f"Deprecated spelling of {flag}.")(func)
         return click.option(flag, "options", multiple=True, metavar="KEY=VALUE", help=help)(func)

@@ -16,8 +16,16 @@ from ..engine.threads import apply_threads
 from ..errors import UsageError
 from ..progress import using
 from ..store.atomic import atomic_write_bytes
-from .options import (branch_option, check_seed, given_options, key_values_option, progress_option, round_option,
-                      sampling_options, writable_output)
+from .options import (
+    branch_option,
+    check_seed,
+    given_options,
+    key_values_option,
+    progress_option,
+    round_option,
+    sampling_options,
+    writable_output,
+)
 
 
 @click.command("sample")

@@ -35,8 +35,8 @@ from ..protocols import ModelSpec
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import plain_state_dict
 from ..registry import Registry
-from ..store.read_checks import round_masks
 from ..store import RunStore
+from ..store.read_checks import round_masks
 from ..store.run_store import round_dir
 from .config import RunConfig, identity_of
 from .data import hash_seed
@@ -226,7 +226,7 @@ def _reinit_seed(config: dict[str, Any], request: BranchRequest) -> int | None:
     """The seed of a ``reinit`` start: ``--init-seed``, by default the run's own init seed + 1."""
     if request.start != "reinit":
         return None
-    own = config.get("init_seed") if config.get("init_seed") is not None else config.get("seed", 0)
+    own = config["init_seed"] if config.get("init_seed") is not None else config.get("seed", 0)
     seed = request.init_seed if request.init_seed is not None else own + 1
     if seed == own:
         raise UsageError(f"--init-seed {seed} is this run's own init seed, so reinit would be theta_0: "

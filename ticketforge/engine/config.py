@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +21,11 @@ from ..errors import ConfigError
 from ..protocols import TrainingDefaults
 from ..typecheck import problem
 from .threads import check_threads
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, before it joined the standard library
+    import tomli as tomllib
 
 REWIND_MODES = ("tau", "init", "none")
 BASELINES = ("none", "random-reinit", "random-prune")

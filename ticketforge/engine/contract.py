@@ -10,7 +10,7 @@ it returned. :mod:`ticketforge.testing` runs the same checks in plugin authors' 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -68,8 +68,9 @@ def check_scores(scores: Any, targets: Sequence[PruneTarget], who: Component) ->
 def _score_problem(t: PruneTarget, s: Any) -> str | None:
     if not isinstance(s, Tensor):
         return f"are a {type(s).__name__}, not a tensor"
-    if tuple(s.shape) != tuple(t.module.weight.shape):
-        return f"have shape {tuple(s.shape)}, not the weight's {tuple(t.module.weight.shape)}"
+    shape = tuple(cast(Tensor, t.module.weight).shape)
+    if tuple(s.shape) != shape:
+        return f"have shape {tuple(s.shape)}, not the weight's {shape}"
     if not s.is_floating_point():
         return f"have dtype {s.dtype}, not a real floating-point dtype"
     bad = int((~torch.isfinite(s)).sum())
@@ -91,7 +92,7 @@ def check_masks(schedule: Any, new: Any, old: Grouped, targets: Sequence[PruneTa
     """
     names = _group_names(targets, len(old))
     if not isinstance(new, (list, tuple)) or len(new) != len(old):
-        got = f"{len(new)} groups" if isinstance(new, (list, tuple)) else f"a {type(new).__name__}"
+        got: int | str = f"{len(new)} groups" if isinstance(new, (list, tuple)) else f"a {type(new).__name__}"
         raise PluginError(f"{who.label} returned {got} of masks for {len(old)} groups: {who.fix}")
     by_group = [[t for t in targets if t.group == j] for j in range(len(old))]
     for j, (new_group, old_group) in enumerate(zip(new, old)):

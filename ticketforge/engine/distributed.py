@@ -196,7 +196,8 @@ class Distributed:
             # torch >= 2.14 renamed broadcast_buffers (deprecated there) to forward_sync_buffers.
             no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in
                        inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
-            ddp = DistributedDataParallel(network, device_ids=ids, **{no_sync: False})
+            no_buffer_sync: dict[str, Any] = {no_sync: False}
+            ddp = DistributedDataParallel(network, device_ids=ids, **no_buffer_sync)
             self._ddp.update(network=network, params=params, ddp=ddp)
         return self._ddp["ddp"]
 

@@ -36,6 +36,7 @@ class EMA:
     def update(self) -> None:
         self.num_updates += 1
         decay = self.decay_at(self.num_updates)
+        assert not isinstance(decay, torch.Tensor)  # a host count: a float
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
 
     def start_capture(self) -> None:

@@ -9,7 +9,7 @@ evaluators' own featurizers are not touched: only the denoiser is wrapped.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,5 +51,5 @@ def sampling_network(network: nn.Module, precision: str, compile: bool, device: 
         if warning:
             warnings.warn(warning, TicketforgeWarning, stacklevel=2)
         message("compiling the denoiser (the first sampling steps take longer)")
-        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
+        net = cast(nn.Module, torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None))
     return net, resolved

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ..errors import ConfigError, UsageError
 from ..protocols import PruneTarget
-from ..store.read_checks import round_masks
 from ..store import RunStore
+from ..store.read_checks import round_masks
 from .config import RUNTIME_FIELDS, RunConfig, config_differences
 
 
@@ -37,9 +37,9 @@ def ticket_command(asked: RunConfig, rounds: int, out: str | None) -> str:
     from ..cli.run_cmd import command as run_command  # the CLI's option names, read where they are defined
 
     flags: dict[str, Any] = {}
-    for param in run_command.params:
-        if param.opts and param.opts[0].startswith("--"):
-            flags[(param.name or "").rstrip("_")] = param
+    for option in run_command.params:
+        if option.opts and option.opts[0].startswith("--"):
+            flags[(option.name or "").rstrip("_")] = option
     ticket = dataclasses.replace(ticket_config(asked), rounds=rounds, out=out)
     defaults = RunConfig()
     parts = ["ticketforge", "run"]

@@ -27,7 +27,7 @@ def _plain_entries(network: nn.Module) -> Iterator[tuple[str, Tensor]]:
                 yield prefix + "weight", param.detach() * module.weight_mask
             else:
                 yield prefix + name, param.detach()
-        non_persistent = getattr(module, "_non_persistent_buffers_set", set())
+        non_persistent: set[str] = getattr(module, "_non_persistent_buffers_set", set())
         for name, buf in module.named_buffers(recurse=False):
             if name not in non_persistent and not (pruned and name in _REPARAM):
                 yield prefix + name, buf.detach()

@@ -11,7 +11,7 @@ model's shapes (checked by :func:`ticketforge.pruning.state.load_plain_state_dic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,10 +42,11 @@ def checked_masks(store: Any, rel: str, targets: Sequence[PruneTarget], digest: 
         if mask is None:
             raise CheckpointError(f"{file} has no mask for {t.name}: the run was made with another model version")
         problem = None
+        shape = tuple(cast(Tensor, t.module.weight).shape)
         if mask.dtype != torch.bool:
             problem = f"the mask of {t.name} has dtype {mask.dtype}, not bool"
-        elif tuple(mask.shape) != tuple(t.module.weight.shape):
-            problem = f"the mask of {t.name} has shape {tuple(mask.shape)}, the model's weight {tuple(t.module.weight.shape)}"
+        elif tuple(mask.shape) != shape:
+            problem = f"the mask of {t.name} has shape {tuple(mask.shape)}, the model's weight {shape}"
         if problem:
             raise CheckpointError(f"{file} is damaged ({problem}): {redo_advice(store, rel)}")
     masks = {t.name: tensors[t.name] for t in targets}

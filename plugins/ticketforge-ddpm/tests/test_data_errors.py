@@ -12,13 +12,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-
 from test_datasets import write_folder, write_idx, write_mnist
-from ticketforge import Engine, RunConfig
+
+import ticketforge.registry as registry_module
+from ticketforge import ComponentRecord, Engine, RunConfig, hookimpl
 from ticketforge.cache import cache_root
 from ticketforge.cli.main import cli
 from ticketforge.engine.data import cache_path, materialize
 from ticketforge.errors import TicketforgeWarning
+from ticketforge.registry import build_registry
+from ticketforge.store import RunStore
 from ticketforge_ddpm.datasets import imagefolder, mnist
 from ticketforge_ddpm.evaluation.data import cache_root as evaluation_cache_root
 from ticketforge_ddpm.image_folders import cache_dir, extract_tar
@@ -64,8 +67,12 @@ def _labels(root: Path) -> list[str]:
     return ["6 images but 5 labels", str(root / "train-labels-idx1-ubyte"), "put matching files there"]
 
 
+def _missing(root: Path) -> list[str]:
+    return ["no MNIST files in", str(root)]  # a --data-root that does not exist (moved from tests/test_cli.py)
+
+
 @pytest.mark.parametrize("make,dataset", [(_corrupt, "imagefolder"), (_mixed, "imagefolder"),
-                                          (_not_an_image, "imagefolder"), (_labels, "mnist")])
+                                          (_not_an_image, "imagefolder"), (_labels, "mnist"), (_missing, "mnist")])
 def test_bad_image_data_is_one_line_naming_the_file(tmp_path, make, dataset):
     root = tmp_path / "data"
     needles = make(root)
@@ -73,6 +80,30 @@ def test_bad_image_data_is_one_line_naming_the_file(tmp_path, make, dataset):
     _one_line(_run(root, tmp_path / "run", dataset), 2, *needles)
     assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before
     assert not (tmp_path / "run" / "rounds").exists()  # refused before any round
+
+
+# -- images the model does not take: refused before training ------------------------------------------
+def _small_digits(root=None, download=False, train=True, **options):
+    return torch.utils.data.TensorDataset(torch.rand(32, 1, 16, 16), torch.zeros(32, dtype=torch.long))
+
+
+class SmallDigits:
+    @hookimpl
+    def ticketforge_datasets(self):
+        return [ComponentRecord("small-digits", _small_digits, "16x16 images")]
+
+
+def test_images_of_another_size_than_the_preset_are_refused(monkeypatch, tmp_path):
+    registry = build_registry(entry_points=["ticketforge", "ticketforge-ddpm"], plugins=[SmallDigits()])
+    monkeypatch.setattr(registry_module, "_registry", registry)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--model", "ddpm-unet", "--preset", "tiny", "--dataset", "small-digits",
+                                      "--rounds", "1", "--steps-per-round", "2", "--device", "cpu", "--out", str(out),
+                                      "--quiet", "--no-artifacts"])
+    _one_line(result, 2, "dataset 'small-digits' has 1x16x16 images", "model 'ddpm-unet' (preset 'tiny') "
+              "expects 1x28x28", "choose a dataset of 1x28x28 images", "--model-option")
+    assert RunStore(out).finished_rounds() == []
+    assert not (out / "init.safetensors").exists()  # refused before any training
 
 
 # -- the data cache -------------------------------------------------------------------------------
@@ -177,8 +208,8 @@ def test_caches_write_under_ticketforge_cache_only(tmp_path, monkeypatch):
     with tarfile.open(tmp_path / "imgs.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "imgs", arcname="train")
     extract_tar(tmp_path / "imgs.tar.gz")
-    from ticketforge_ddpm.evaluation.featurizer import FeaturizerConfig, load_or_train
     from ticketforge_ddpm.evaluation.data import ImageSet
+    from ticketforge_ddpm.evaluation.featurizer import FeaturizerConfig, load_or_train
     data = ImageSet.from_dataset(mnist(str(root)))
     load_or_train(data.key, lambda: data, FeaturizerConfig(arch="lenet", max_steps=1, batch_size=4))
     written = {p.relative_to(tmp_path / "tf").parts[0] for p in (tmp_path / "tf").rglob("*") if p.is_file()}

@@ -12,8 +12,13 @@ from ticketforge.errors import UsageError
 from ticketforge.protocols import Evaluator
 from ticketforge.registry import build_registry
 from ticketforge_ddpm.evaluation import FIDEvaluator, FrechetEvaluator, plugin
-from ticketforge_ddpm.evaluation.inception import (ENV_VAR, WEIGHTS_URL, fid_inception_v3, inception_features,
-                                                   load_inception)
+from ticketforge_ddpm.evaluation.inception import (
+    ENV_VAR,
+    WEIGHTS_URL,
+    fid_inception_v3,
+    inception_features,
+    load_inception,
+)
 
 
 def blobs(n: int, seed: int, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:

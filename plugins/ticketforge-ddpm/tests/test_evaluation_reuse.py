@@ -2,10 +2,12 @@
 loads its featurizer once, and still scores each call on its own samples and its own dataset."""
 
 import torch
+from test_evaluation import FakeSpec, blobs
 from torch.utils.data import TensorDataset
 
-from test_evaluation import FakeSpec, blobs
-from ticketforge_ddpm.evaluation import FrechetEvaluator, data as data_module, evaluators as evaluators_module
+from ticketforge_ddpm.evaluation import FrechetEvaluator
+from ticketforge_ddpm.evaluation import data as data_module
+from ticketforge_ddpm.evaluation import evaluators as evaluators_module
 
 
 def test_dataset_and_featurizer_are_loaded_once_per_evaluator(tmp_path, monkeypatch):

@@ -71,5 +71,6 @@ def tiny_data(root: str | None = None, download: bool = False, train: bool = Tru
 
 @pytest.fixture
 def tiny_registry():
-    """The installed plugins (this one included, through its entry point) plus the tiny model."""
-    return build_registry(plugins=[TinyPlugin()])
+    """The core's built-ins and this plugin (through their entry points) plus the tiny model; another
+    installed plugin, broken or registering the same names, stays out of these tests."""
+    return build_registry(entry_points=["ticketforge", "ticketforge-example"], plugins=[TinyPlugin()])

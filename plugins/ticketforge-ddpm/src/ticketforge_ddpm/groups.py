@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from torch import nn
 
 from ticketforge.protocols import ModuleGroup
+
+if TYPE_CHECKING:
+    from .unet import UNet
+    from .unet_blocks import Level
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -26,22 +32,24 @@ def unet_module_groups(network: nn.Module, *, prune_input_conv: bool = True,
     A DDP or ``torch.compile`` wrapper is looked through; names are relative to the U-Net itself.
     """
     while hasattr(network, "module") or hasattr(network, "_orig_mod"):  # DDP / torch.compile
-        network = getattr(network, "module", None) or network._orig_mod
-    groups = [ModuleGroup("time_embed", _prunable("time_embed", network.time_embed))]
+        network = getattr(network, "module", None) or cast(nn.Module, network._orig_mod)
+    unet = cast("UNet", network)
+    groups = [ModuleGroup("time_embed", _prunable("time_embed", unet.time_embed))]
     if prune_input_conv:
-        groups.append(ModuleGroup("conv_in", [("conv_in", network.conv_in)]))
-    groups += _path_groups("down", network.down)
-    groups.append(ModuleGroup("mid", _prunable("mid", network.mid)))
-    groups += _path_groups("up", network.up)
+        groups.append(ModuleGroup("conv_in", [("conv_in", unet.conv_in)]))
+    groups += _path_groups("down", unet.down)
+    groups.append(ModuleGroup("mid", _prunable("mid", unet.mid)))
+    groups += _path_groups("up", unet.up)
     if prune_output_conv:
-        groups.append(ModuleGroup("conv_out", [("conv_out", network.conv_out)]))
+        groups.append(ModuleGroup("conv_out", [("conv_out", unet.conv_out)]))
     return groups
 
 
 def _path_groups(path: str, levels: nn.ModuleDict) -> list[ModuleGroup]:
     """One group per block and per resampler of the down or up path, in forward order."""
     groups = []
-    for level_name, level in levels.items():  # ModuleDict order is forward order
+    for level_name, module in levels.items():  # ModuleDict order is forward order
+        level = cast("Level", module)
         for i, block in enumerate(level.blocks):
             name = f"{path}.{level_name}.blocks.{i}"
             groups.append(ModuleGroup(name, _prunable(name, block)))

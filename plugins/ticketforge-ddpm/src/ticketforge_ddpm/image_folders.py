@@ -84,7 +84,8 @@ def extract_tar(archive: Path) -> Path:
     try:
         with tarfile.open(archive) as tar:
             # the "data" filter refuses absolute paths, links out of the folder and device files
-            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            options: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, **options)
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UsageError(f"cannot extract {archive} ({exc}): expected a .tar.gz of <class>/<image> files") from None

@@ -151,9 +151,10 @@ def sample(network: nn.Module, diffusion: GaussianDiffusion, shape: Sequence[int
     padded. ``on_step`` is called after each denoising step (progress); ``options`` are those of
     :func:`sample_steps`."""
     x = None
-    for i, (_, x) in enumerate(sample_steps(network, diffusion, shape, **options)):
+    for i, (_, x) in enumerate(sample_steps(network, diffusion, shape, **options)):  # noqa: B007 (the last x)
         if i and on_step is not None:  # the first state is the starting noise
             on_step()
+    assert x is not None  # the first state, the starting noise, is always there
     return from_model_space(x, data_size)
 
 

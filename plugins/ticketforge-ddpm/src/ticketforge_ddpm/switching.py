@@ -7,7 +7,7 @@ Timesteps are the network's 0-based inputs (``T - 1`` is the noisiest).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +49,7 @@ class TimestepSwitch(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         # index of the network per example: how many switch points lie above its timestep
-        index = sum((t < step).long() for step in self.steps) if self.steps else torch.zeros_like(t)
+        index = cast(Tensor, sum((t < step).long() for step in self.steps)) if self.steps else torch.zeros_like(t)
         if bool((index == index[0]).all()):
             return self.networks[int(index[0])](x, t)
         out = torch.empty_like(x)

@@ -17,7 +17,7 @@ Layout (module paths; level 0 is full resolution, registration order is forward 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -94,18 +94,19 @@ class UNet(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 last = name.endswith(("conv2", "proj_out")) or name == "conv_out"
                 _variance_scaling_(m.weight, 1e-10 if last else 1.0)
+                assert m.bias is not None  # every layer here has one
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         temb = self.time_embed(t)
         hs = [self.conv_in(x)]
-        for level in self.down.values():
+        for level in cast("Iterable[Level]", self.down.values()):
             for block in level.blocks:
                 hs.append(block(hs[-1], temb))
             if level.downsample is not None:
                 hs.append(level.downsample(hs[-1]))
         h = self.mid(hs[-1], temb)
-        for level in self.up.values():
+        for level in cast("Iterable[Level]", self.up.values()):
             for block in level.blocks:
                 h = block(torch.cat([h, hs.pop()], dim=1), temb)
             if level.upsample is not None:

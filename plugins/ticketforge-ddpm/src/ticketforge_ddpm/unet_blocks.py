@@ -139,6 +139,9 @@ class Upsample(nn.Module):
 class Level(nn.Module):
     """The blocks of one resolution level on one path, and its resampler (None at the end)."""
 
+    downsample: nn.Module | None  # the one called ``resample_name``
+    upsample: nn.Module | None
+
     def __init__(self, blocks: list[Block], resample: nn.Module | None, resample_name: str) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-
 from ticketforge import ConfigError
 from ticketforge.protocols import Grouped
 from ticketforge.pruning import prune_lowest

@@ -36,7 +36,8 @@ class _LazyData:
     """The dataset read into memory on first use; ``key`` may be given to skip reading it."""
 
     def __init__(self, dataset: Any, key: str | None) -> None:
-        self.dataset, self._key, self._data = dataset, key, None
+        self.dataset, self._key = dataset, key
+        self._data: ImageSet | None = None
 
     def get(self) -> ImageSet:
         if self._data is None:
@@ -70,7 +71,8 @@ class _Reuse:
 def _cached_npz(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not path.exists():
         buffer = io.BytesIO()
-        np.savez(buffer, **compute())
+        arrays: dict[str, Any] = compute()  # Any: numpy types savez's keywords so
+        np.savez(buffer, **arrays)
         atomic_write_bytes(path, buffer.getvalue())
     with np.load(path) as npz:
         return {k: npz[k] for k in npz.files}

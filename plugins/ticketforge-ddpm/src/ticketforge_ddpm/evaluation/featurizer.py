@@ -90,6 +90,8 @@ def _split(n: int, config: FeaturizerConfig) -> tuple[Tensor, Tensor]:
 
 
 def _optimizer(model: nn.Module, config: FeaturizerConfig, total: int) -> tuple[torch.optim.Optimizer, Any]:
+    assert config.lr is not None  # resolved()
+    opt: torch.optim.Optimizer
     if config.arch == "lenet":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     else:
@@ -122,6 +124,7 @@ def train_classifier(data: ImageSet, config: FeaturizerConfig, device: torch.dev
         torch.manual_seed(config.seed)
         model = ARCHITECTURES[config.arch](data.images.shape[1], num_classes).to(device)
     per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    assert config.epochs is not None  # resolved()
     total = config.max_steps or config.epochs * per_epoch
     opt, sched = _optimizer(model, config, total)
     model.train()

@@ -1,16 +1,28 @@
-"""The experiment scripts under experiments/ run on a tiny run and compute what they say."""
+"""The experiment scripts under experiments/ (the repository's) run on a tiny DDPM run and compute what they say."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from helpers import load_script
 
 from ticketforge import Engine, RunConfig
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[3] / "experiments"
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import a script that is not part of a package as a module."""
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _load(name: str):
@@ -52,20 +64,51 @@ def test_mixed_sampling_refuses_a_switch_outside_the_sampled_steps():
         _load("mixed_sampling").plan([5000], [750, 500, 250, 0])
 
 
+# A stand-in ``ticketforge`` for a shell script: it keeps its arguments (NUL-separated) in $CALLS/call-N
+# and prints call-N where the script sends the command's output; the test then runs each call here.
+_RECORDING_TICKETFORGE = """#!/usr/bin/env bash
+n=$(find "$CALLS" -name 'call-*' | wc -l)
+printf '%s\\0' "$@" > "$CALLS/call-$n"
+echo "call-$n"
+"""
+
+
 def test_cka_script_compares_same_init_and_other_init_tickets(tmp_path):
-    """experiments/mnist_seeds.sh's pairs on tiny runs: the same-init ticket is nearly the seed-0 one
-    after a few steps, the other-init one is not."""
+    """experiments/mnist_cka.sh's pairs on tiny runs: the same-init ticket is nearly the seed-0 one
+    after a few steps, the other-init one is not.
+
+    The script runs as written, with a ``ticketforge`` on PATH that records each command; each command
+    then runs in this process, its output written where the script sent it (a ``ticketforge`` process
+    per command cost more than its CKA)."""
     import os
     import subprocess
 
-    runs = tmp_path / "runs"
+    from click.testing import CliRunner
+
+    from ticketforge.cli.main import cli
+
+    runs, calls, stand_in = tmp_path / "runs", tmp_path / "calls", tmp_path / "bin" / "ticketforge"
     for name, seeds in [("incremental", {}), ("incremental-data1", {"seed": 1, "init_seed": 0}),
                         ("incremental-init1", {"seed": 1})]:
         Engine(RunConfig(preset="tiny", schedule="incremental", rounds=1, steps_per_round=4, device="cpu",
                          out=str(runs / name), artifacts=False, log_every=2, **seeds)).run()
+    calls.mkdir()
+    stand_in.parent.mkdir()
+    stand_in.write_text(_RECORDING_TICKETFORGE)
+    stand_in.chmod(0o755)
+    env = {**os.environ, "DEVICE": "cpu", "CALLS": str(calls),
+           "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(EXPERIMENTS / "mnist_cka.sh"), str(runs), "-1", str(tmp_path / "cka")],
-                          env={**os.environ, "DEVICE": "cpu"}, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "failed" not in done.stdout, done.stdout + done.stderr
+    outputs = sorted((tmp_path / "cka").glob("*.json"))
+    assert len(outputs) == len(list(calls.iterdir())) == 4  # two pairs, two modes
+    for output in outputs:
+        argv = (calls / output.read_text().strip()).read_bytes().decode().split("\0")[:-1]
+        assert argv[0] == "compare" and argv[argv.index("--device") + 1] == "cpu", argv
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 0, (argv, result.output)
+        output.write_text(result.stdout)
 
     def mean_cka(pair: str) -> float:
         doc = json.loads((tmp_path / "cka" / f"cka-{pair}-weights.json").read_text())
@@ -128,7 +171,6 @@ def test_part1_runs_a_tiny_part_end_to_end(tmp_path):
     two tiny rounds: every job finishes, the scores land in the JSON, the repro branch repeats its round."""
     import os
     import subprocess
-    import sys
 
     out = tmp_path / "p1"
     sets = ['preset="tiny"', "steps-per-round=8", "compile=false", 'precision="auto"', 'dataset="mnist-sample"',
