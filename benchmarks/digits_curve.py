@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from quickstart_digits import confident_fraction, fd_lenet  # benchmarks/ is the script's folder
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-
 from doc_commands import DocCommand, DocLineError, doc_commands, dry_parse, parse_ticketforge, parse_torchrun
+
 from ticketforge.cli.main import all_commands, cli
 
 COMMANDS = doc_commands()

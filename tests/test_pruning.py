@@ -10,9 +10,9 @@ from torch import nn
 
 from ticketforge.builtins.schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
 from ticketforge.errors import ConfigError
+from ticketforge.protocols import PruneTarget
 from ticketforge.pruning import apply_masks, prune_groupwise, sparsity_of
 from ticketforge.pruning.select import prune_tensorwise_like
-from ticketforge.protocols import PruneTarget
 
 
 def _groups(sizes, seed=0):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from .errors import UsageError
-from .similarity.cka import activation_cka, mask_jaccard, weight_cka
+from .similarity.cka import Kernel, activation_cka, mask_jaccard, weight_cka
 
 
 def _random_jaccard(da: float, db: float) -> float:
@@ -41,7 +41,8 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
         raise UsageError(f"module {missing[0]!r} is not pruned in the second run: the runs' module groups differ")
     if mode == "weights":
         mods_a, mods_b = dict(a.network.named_modules()), dict(b.network.named_modules())
-        scores = {name: _safe(lambda: weight_cka(mods_a[name], mods_b[name], debiased=debiased, kernel=kernel))
+        scores = {name: _safe(lambda n=name: weight_cka(mods_a[n], mods_b[n], debiased=debiased,
+                                                           kernel=cast(Kernel, kernel)))
                   for _, name in names}
     elif mode == "activations":
         device = next(a.network.parameters()).device
@@ -49,7 +50,8 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
             torch.manual_seed(seed)
             inputs = tuple(a.spec.example_inputs(samples, device))
         b.network.to(device)
-        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], kernel, debiased=debiased)
+        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], cast(Kernel, kernel),
+                             debiased=debiased)
         scores = {name: None if math.isnan(value) else value for name, value in raw.items()}
     else:
         raise UsageError(f"--mode must be weights or activations, not {mode!r}")

@@ -137,7 +137,7 @@ def branch_series(summary: dict[str, Any], metric: str) -> dict[str, list[tuple[
         return score["value"] if score else None
 
     series: dict[str, list[tuple[float, float]]] = {}
-    ticket = [(100 * r["sparsity"], value(r)) for r in summary["rounds"] if value(r) is not None]
+    ticket = [(100 * r["sparsity"], v) for r in summary["rounds"] if (v := value(r)) is not None]
     if ticket:
         series["ticket (rounds)"] = sorted(ticket)
     for b in summary["branches"]:
@@ -223,9 +223,9 @@ def write_report(runs: list[str], out: str | Path, *, flops: bool = True, cka: b
                f"{name}: featurizer sha256 {', '.join(x[:16] for x in shas if x) or 'not recorded'}. Scores compare "
                f"only at equal featurizer, sample count, sampler and steps.", ""]
     if cka:
-        series = cka_series(summaries, device)
-        if series:
-            plot_cka(series, out / "cka.png", title="weight CKA per module (debiased, linear)")
+        cka_rows = cka_series(summaries, device)
+        if cka_rows:
+            plot_cka(cka_rows, out / "cka.png", title="weight CKA per module (debiased, linear)")
             md += ["## CKA per module", "", "![CKA per module](cka.png)", "",
                    "Debiased linear CKA of each module's weight rows, upstream to downstream; "
                    "dotted: mask Jaccard.", ""]

@@ -6,12 +6,13 @@ list`` reads these records without them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from ..hookspecs import hookimpl
 from ..records import ComponentRecord, LazyFactory, Option
 
 if TYPE_CHECKING:
+    from ..protocols import Similarity
     from .schedules import GlobalSchedule, IncrementalSchedule, UniformSchedule
 
 
@@ -34,9 +35,9 @@ def _global(p: float = 20.0) -> GlobalSchedule:
     return GlobalSchedule(_percent(p))
 
 
-def _cka(kernel: str = "linear", debiased: bool = False) -> Any:
-    from ..similarity.cka import CKA
-    return CKA(kernel=kernel, debiased=debiased)
+def _cka(kernel: str = "linear", debiased: bool = False) -> Similarity:
+    from ..similarity.cka import CKA, Kernel
+    return CKA(kernel=cast(Kernel, kernel), debiased=debiased)  # an unknown kernel: cka() says which are known
 
 
 P = Option("p", float, 20.0, "percent of each group's remaining weights pruned per round")

@@ -8,8 +8,16 @@ from rich.console import Console
 from ..errors import UsageError
 from ..evaluation import EvalItem, evaluate_items
 from .eval_table import scores_table
-from .options import (check_seed, echo_json, given_options, json_option, key_values_option, progress_option,
-                      round_option, sampling_options)
+from .options import (
+    check_seed,
+    echo_json,
+    given_options,
+    json_option,
+    key_values_option,
+    progress_option,
+    round_option,
+    sampling_options,
+)
 
 MIN_REPORTED_SAMPLES = 10000
 

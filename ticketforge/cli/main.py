@@ -131,7 +131,7 @@ def _one_line_warnings() -> None:
     if getattr(shown, "ticketforge", False):
         return
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, TicketforgeWarning):
             click.echo(f"warning: {message}", err=True)
         else:

@@ -16,14 +16,14 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError, TicketforgeWarning, TrainingDiverged
 from ..progress import ProgressLike, Task
-from ..protocols import ModelSpec, ModuleGroup, PruneTarget
+from ..protocols import ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import load_plain_state_dict, plain_state_dict
@@ -32,9 +32,9 @@ from ..store import RunStore
 from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
-from .contract import check_images, check_masks, check_scores, component
 from .artifacts import artifact_caption, artifacts_seed
 from .config import EXTENT_FIELDS, RunConfig, config_differences
+from .contract import check_images, check_masks, check_scores, component
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
 from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
@@ -184,10 +184,13 @@ class Engine:
 
     # The clock of progress updates and of the compile time (tests give their own).
     progress_clock: Callable[[], float] = staticmethod(time.monotonic)
+    # The compiled training network, and the network it compiles (see _forward_network).
+    _compiled: nn.Module | None = None
+    _compiled_of: nn.Module | None = None
 
-    def __init__(self, config: RunConfig | None = None, *, model: str | ModelSpec | None = None,
-                 schedule: Any = None, scorer: Any = None, registry: Registry | None = None,
-                 fresh: bool = False, **overrides: Any):
+    def __init__(self, config: RunConfig | None = None, *, model: ModelSpec | str | None = None,
+                 schedule: Schedule | str | None = None, scorer: Scorer | str | None = None,
+                 registry: Registry | None = None, fresh: bool = False, **overrides: Any) -> None:
         config = config or RunConfig()
         names = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = sorted(set(overrides) - names)
@@ -201,7 +204,7 @@ class Engine:
         self._asked = self.config  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
-        self._objects = {"model": model, "schedule": schedule, "scorer": scorer}
+        self._objects: dict[str, Any] = {"model": model, "schedule": schedule, "scorer": scorer}
         self.spec = self._model()
         self.config = self.config.resolve(self.spec.defaults)
         self.schedule = self._component("schedules", "schedule", self._schedule_options())
@@ -210,6 +213,7 @@ class Engine:
         # Under torchrun: join the process group; a GPU becomes cuda:LOCAL_RANK (see distributed.py).
         self.dist = distributed.setup(self.device)
         self.device = self.dist.device
+        assert self.config.batch_size is not None  # resolve() filled it, as every preset field below
         self.dist.check_batch_size(self.config.batch_size)
         self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
@@ -331,6 +335,7 @@ class Engine:
             else:
                 record = self._train_round(k, network, groups, targets, batches, theta_0, state)
                 state.rounds.append(record)
+            assert cfg.rounds is not None
             if k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity):
                 break
             k += 1
@@ -339,6 +344,7 @@ class Engine:
 
     def _batches(self) -> BatchSource:
         cfg = self.config
+        assert cfg.dataset is not None and cfg.batch_size is not None
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
             dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
             images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset))
@@ -359,7 +365,7 @@ class Engine:
         """Round k's masks: all ones for round 0, else the schedule applied to round k-1's weights."""
         rel = f"{round_dir(k)}/masks.safetensors"
         if k == 0:
-            return [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+            return [torch.ones_like(cast(Tensor, t.module.weight), dtype=torch.bool) for t in targets]
         if self.store.has(rel):
             try:
                 stored = checked_masks(self.store, rel, targets)
@@ -369,7 +375,7 @@ class Engine:
         prev = f"{round_dir(k - 1)}"
         prev_masks = round_masks(self.store, k - 1, targets) if k > 1 else None
         old = [prev_masks[t.name].bool() for t in targets] if prev_masks else \
-            [torch.ones_like(t.module.weight, dtype=torch.bool) for t in targets]
+            [torch.ones_like(cast(Tensor, t.module.weight), dtype=torch.bool) for t in targets]
         if self.config.baseline == "random-prune":  # the ticket's round-k counts, random positions inside `old`
             reference = self.dist.on_main(lambda: ticket_masks(k, self.config, self._asked, self.spec.config,
                                                                targets, default_run_dir))
@@ -417,6 +423,7 @@ class Engine:
     def _train_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
                      batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
         cfg = self.config
+        assert cfg.steps_per_round is not None
         masks = self._masks_for(k, network, targets, batches)
         self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
         points = RewindPoints.for_round_0(point_step(cfg.tau_frac, cfg.steps_per_round), cfg.keep_rewind_points,
@@ -433,6 +440,8 @@ class Engine:
         those of round ``job.seed_round``; everything is written to ``job.store`` as folder ``job.index``.
         """
         cfg, store, k, i = self.config, job.store, job.seed_round, job.index
+        assert cfg.lr is not None
+        lr = cfg.lr
         masks = job.masks
         apply_masks(targets, [m.to(self.device) for m in masks])
         sparsity = sparsity_of(masks)
@@ -440,7 +449,7 @@ class Engine:
 
         def from_the_start() -> tuple[torch.optim.Optimizer, EMA | None, torch.Generator]:
             load_plain_state_dict(network, job.start, source=job.start_source)
-            optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
+            optimizer = make_optimizer(network, lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
             ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
             gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
             torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
@@ -516,10 +525,11 @@ class Engine:
         forward = self.dist.wrap(network)  # DistributedDataParallel; the network itself on one process
         if not self.config.compile:
             return forward, False
-        fresh = getattr(self, "_compiled", None) is None or self._compiled_of is not forward
-        if fresh:
-            self._compiled, self._compiled_of = torch.compile(forward, **self.compile_options), forward
-        return self._compiled, fresh
+        if self._compiled is None or self._compiled_of is not forward:
+            self._compiled = cast(nn.Module, torch.compile(forward, **self.compile_options))
+            self._compiled_of = forward
+            return self._compiled, True
+        return self._compiled, False
 
     def _checkpoint(self, k: int, step: int, network: nn.Module, optimizer: torch.optim.Optimizer,
                     ema: EMA | None, gen: torch.Generator, *, store: Any = None,
@@ -582,18 +592,20 @@ class Engine:
         kept = sum(int(m.sum()) for m in masks)
         metrics = {**metrics, "nonzero_params": kept, "prunable_params": sum(m.numel() for m in masks),
                    "total_params": sum(p.numel() for p in network.parameters())}
-        if self.config.artifacts and hasattr(self.spec, "round_artifacts"):
+        round_artifacts = getattr(self.spec, "round_artifacts", None)  # optional: see docs/hooks.md
+        if self.config.artifacts and round_artifacts is not None:
             def artifacts() -> Any:
                 gen = torch.Generator(device=self.device).manual_seed(artifacts_seed(self.config.seed))
                 network.eval()
                 with (ema.swapped() if ema is not None else nullcontext()), torch.no_grad():
-                    return self.spec.round_artifacts(network, store.path / rdir, gen,
+                    return round_artifacts(network, store.path / rdir, gen,
                                                      **artifact_caption(self.spec, k, sparsity, extra))
             written = self.dist.on_main(artifacts)  # drawn and written once, by rank 0
             for path in written or []:
                 store.write_file(str(Path(path).relative_to(store.path)))
         for rel, weights in (points.files() if points is not None else {}).items():
             # promoted now, before the record: they belong to the trajectory that finished the round
+            assert points is not None
             store.write_tensors(rel, weights, None if rel == THETA_TAU else
                                 {"format": "ticketforge-weights/1", "round_0_step": str(points.wanted[rel])})
         record = {"round": k, "sparsity": sparsity, "mask_sha256": mask_digest(masks),

@@ -10,7 +10,7 @@ where the mask is off so that pruned entries are exactly zero everywhere, optimi
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,11 @@ def is_pruned(module: nn.Module, name: str = "weight") -> bool:
     return hasattr(module, f"{name}_mask") and hasattr(module, f"{name}_orig")
 
 
+def _masked(module: nn.Module) -> Tensor:
+    """``weight_orig * weight_mask`` of a pruned module."""
+    return cast(Tensor, module.weight_orig) * cast(Tensor, module.weight_mask)
+
+
 def effective_weight(module: nn.Module) -> Tensor:
     """The weight the next forward pass uses: ``weight_orig * weight_mask`` when pruned.
 
@@ -31,8 +36,8 @@ def effective_weight(module: nn.Module) -> Tensor:
     step or a load it lags behind ``weight_orig``; read weights through this function instead.
     """
     if is_pruned(module):
-        return module.weight_orig * module.weight_mask
-    return module.weight
+        return _masked(module)
+    return cast(Tensor, module.weight)
 
 
 @torch.no_grad()
@@ -45,14 +50,15 @@ def refresh_pruned_weights(network: nn.Module) -> None:
     """
     for module in network.modules():
         if is_pruned(module):
-            module.weight = module.weight_orig * module.weight_mask
+            module.weight = _masked(module)
 
 
 def _single_custom_mask(module: nn.Module) -> bool:
     """Whether the module carries exactly one ``custom_from_mask`` reparametrization with a bool mask."""
     hooks = [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
     return (len(hooks) == 1 and isinstance(hooks[0], prune.CustomFromMask)
-            and getattr(module, "weight_mask", None) is not None and module.weight_mask.dtype == torch.bool)
+            and getattr(module, "weight_mask", None) is not None
+            and cast(Tensor, module.weight_mask).dtype == torch.bool)
 
 
 @torch.no_grad()
@@ -62,22 +68,23 @@ def apply_masks(targets: Sequence[PruneTarget], masks: Sequence[Tensor]) -> None
         raise ValueError(f"{len(targets)} targets but {len(masks)} masks")
     for t, mask in zip(targets, masks):
         module = t.module
-        if mask.shape != module.weight.shape:
-            raise ValueError(f"mask of {t.name} has shape {tuple(mask.shape)}, weight {tuple(module.weight.shape)}")
+        shape = cast(Tensor, module.weight).shape
+        if mask.shape != shape:
+            raise ValueError(f"mask of {t.name} has shape {tuple(mask.shape)}, weight {tuple(shape)}")
         if _single_custom_mask(module):
-            module.weight_mask.copy_(mask)
-            module.weight_orig.mul_(module.weight_mask)
-            module.weight = module.weight_orig * module.weight_mask
+            cast(Tensor, module.weight_mask).copy_(mask)
+            cast(Tensor, module.weight_orig).mul_(cast(Tensor, module.weight_mask))
+            module.weight = _masked(module)
             continue
         if is_pruned(module):
             prune.remove(module, "weight")
-        weight = module.weight
+        weight = cast(Tensor, module.weight)
         mask = mask.to(device=weight.device, dtype=torch.bool)
         weight.mul_(mask)
         prune.custom_from_mask(module, "weight", mask)
         # custom_from_mask stores a float copy; keep the bool one (4x less memory).
         t.module.weight_mask = mask
-        t.module.weight = t.module.weight_orig * mask
+        t.module.weight = cast(Tensor, t.module.weight_orig) * mask
 
 
 def sparsity_of(masks: Sequence[Tensor]) -> float:

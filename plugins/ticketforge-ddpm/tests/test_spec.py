@@ -120,8 +120,8 @@ def test_round_pictures_are_enlarged_and_captioned_and_the_strip_names_its_times
 
 
 def test_artifact_samples_are_the_grid_of_round_artifacts(tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     from ticketforge_ddpm.images import BAND, grid_image
     spec = DDPMSpec.from_preset("quickstart")

@@ -22,6 +22,7 @@ BAND = TEXT_SIZE + 8  # height of a caption or label row
 
 def grid_image(images: Tensor, *, nrow: int | None = None, padding: int = 2) -> Tensor:
     """The grid as one ``[C, H, W]`` tensor (for loggers that take images, not files)."""
+
     nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
     return make_grid(images.detach().float().cpu(), nrow=nrow, padding=padding)
 
