@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from ticketforge import hookimpl
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 STUDY_KEYS = {"sparsities", "controls", "spread-seed", "repro-round", "evaluator", "samples", "sample-steps",
               "sample-seed", "train-workers", "budget-minutes", "score-seconds", "cut-order", "evaluator-options"}

@@ -19,15 +19,15 @@ from torch import nn
 
 pytest.importorskip("ticketforge_ddpm")
 
-from helpers import load_script  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_experiments import load_script  # noqa: E402  (this folder's script loader)
 
 from ticketforge import Engine, RunConfig  # noqa: E402
 from ticketforge_ddpm import images, presets  # noqa: E402
 from ticketforge_ddpm.datasets import mnist_sample  # noqa: E402
 from ticketforge_ddpm.evaluation.data import ImageSet  # noqa: E402
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "quickstart_digits.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "quickstart_digits.py"
 digits = load_script(SCRIPT)
 
 
