@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from ticketforge import hookimpl
 from ticketforge.registry import Registry, build_registry
 
 
@@ -31,3 +32,15 @@ def core_registry(*plugins: object) -> Registry:
     import toy_plugin
 
     return build_registry(entry_points=["ticketforge"], plugins=[toy_plugin, *plugins])
+
+
+class StopAt:
+    """A plugin that stops a run at a logged training step as Ctrl-C does (the checkpoint before it is kept)."""
+
+    def __init__(self, round_index: int, step: int):
+        self.at = (round_index, step)
+
+    @hookimpl
+    def ticketforge_train_step(self, run, round_index, step, metrics):
+        if (round_index, step) == self.at:
+            raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import pytest
 import torch
 import toy_plugin
 from click.testing import CliRunner
-from helpers import core_registry
+from helpers import StopAt, core_registry
 from torch.utils.data import TensorDataset
 
 import ticketforge.registry as registry_module
@@ -43,17 +43,6 @@ def test_run_then_inspect_json_has_the_stable_shape(runner, tmp_path):
     assert 0.15 < r1["sparsity"] < 0.25 and len(r1["mask_sha256"]) == 64
 
 
-class _StopAt:
-    """Stops a run at a training step as Ctrl-C does (the checkpoint before that step is kept)."""
-
-    def __init__(self, round_index: int, step: int):
-        self.at = (round_index, step)
-
-    @hookimpl
-    def ticketforge_train_step(self, run, round_index, step, metrics):
-        if (round_index, step) == self.at:
-            raise KeyboardInterrupt
-
 
 @pytest.mark.parametrize("stop,line", [
     ((0, 15), "round 0: step 10 of 20 (checkpointed)"),
@@ -62,7 +51,7 @@ class _StopAt:
 ])
 def test_inspect_of_an_unfinished_round_shows_its_step(runner, registry, tmp_path, stop, line):
     out = tmp_path / "run"
-    stopper = _StopAt(*stop)
+    stopper = StopAt(*stop)
     registry.pm.register(stopper)
     try:
         stopped = _toy_run(runner, out, "--steps-per-round", "20", "--log-every", "5", "--checkpoint-every", "10")

@@ -11,8 +11,9 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import StopAt
 
-from ticketforge import Engine, hookimpl
+from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.train import RoundSetup, make_optimizer, train_round
@@ -55,21 +56,12 @@ def test_device_side_ema_update_matches_the_host_one():
         torch.testing.assert_close(a, b)
 
 
-class _StopAt:
-    def __init__(self, round_index: int, step: int):
-        self.at = (round_index, step)
-
-    @hookimpl
-    def ticketforge_train_step(self, run, round_index, step, metrics):
-        if (round_index, step) == self.at:
-            raise KeyboardInterrupt
-
 
 @cuda
 def test_captured_run_resumes_mid_round_to_the_same_masks(toy_config, registry, tmp_path):
     config = dataclasses.replace(toy_config, device="cuda", cuda_graphs=True)
     reference = Engine(dataclasses.replace(config, out=str(tmp_path / "ref")), registry=registry).run()
-    registry.pm.register(_StopAt(1, 15), name="stop")
+    registry.pm.register(StopAt(1, 15), name="stop")
     with pytest.raises(KeyboardInterrupt):  # the command line turns it into its one line (cli/main.py)
         Engine(config, registry=registry).run()
     registry.pm.unregister(name="stop")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import run_toy
 import torch
-from helpers import core_registry
+from helpers import StopAt, core_registry
 
-from ticketforge import Engine, export_ticket, hookimpl, load_round, load_ticket
+from ticketforge import Engine, export_ticket, load_round, load_ticket
 from ticketforge.errors import CheckpointError, ConfigError, TicketforgeError, TrainingDiverged
 from ticketforge.store import RunLock, RunStore
 from ticketforge.store.atomic import atomic_write_bytes, is_temp_file
@@ -32,17 +32,6 @@ def _toy_here(out: Path, *plugins: object) -> list[dict]:
     """The same run (the same command, resumed) in this process."""
     return Engine(run_toy.run_config(out), registry=core_registry(*plugins)).run()
 
-
-class _StopAt:
-    """Stops the run at a logged step as Ctrl-C does (the checkpoint before that step is kept)."""
-
-    def __init__(self, round_index: int, step: int):
-        self.at = (round_index, step)
-
-    @hookimpl
-    def ticketforge_train_step(self, run, round_index, step, metrics):
-        if (round_index, step) == self.at:
-            raise KeyboardInterrupt
 
 
 def _digests(out: Path) -> list[str]:
@@ -112,7 +101,7 @@ def test_corrupt_truncated_and_foreign_files_are_one_line_errors(toy_config, reg
 
 def _stopped_mid_round_1(out: Path) -> RunStore:
     with pytest.raises(KeyboardInterrupt):
-        _toy_here(out, _StopAt(1, 15))
+        _toy_here(out, StopAt(1, 15))
     store = RunStore(out)
     assert store.finished_rounds() == [0] and store.read_checkpoint("checkpoint.pt")["step"] == 10
     return store
