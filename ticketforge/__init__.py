@@ -21,11 +21,11 @@ start, before it can turn Ctrl-C into one line) does not wait for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, TicketforgeError, UsageError
 from .hookspecs import hookimpl
+from .lazy import lazy_attributes
 from .records import ComponentRecord, LazyFactory, Option
 
 __version__ = "0.1.0"
@@ -59,18 +59,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    else:
-        try:
-            value = importlib.import_module(f".{name}", __name__)  # ticketforge.engine and the like
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module 'ticketforge' has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, submodules=True)  # ticketforge.engine and the like
 
 
 __all__ = [

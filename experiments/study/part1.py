@@ -291,15 +291,16 @@ def stop_mps() -> None:
         subprocess.run([binary], input=b"quit\n", capture_output=True)
 
 
-def ready(job: Job, jobs: dict[str, Job]) -> bool:
+def ready(job: Job, jobs: dict[str, Job], finished: dict[str, list[int]]) -> bool:
+    """Whether what the job needs is done; ``finished`` caches each run's finished rounds for one pass."""
     from ticketforge.store import RunStore
     if any(jobs[j].state != "done" for j in job.needs_jobs):
         return False
     for path, k in job.needs_rounds:
-        try:
-            if k not in RunStore(path).finished_rounds():
-                return False
-        except Exception:  # no run there yet
+        if path not in finished:
+            store = RunStore(path)
+            finished[path] = store.finished_rounds() if store.exists() else []  # not started yet: none
+        if k not in finished[path]:
             return False
     return True
 
@@ -336,6 +337,7 @@ class Scheduler:
         self.log.flush()
 
     def assign(self, precision: str, compile_: bool) -> None:
+        finished: dict[str, list[int]] = {}  # each run's manifest read once a pass, not once a job
         for w in self.workers:
             if w["job"] is not None:
                 continue
@@ -345,7 +347,7 @@ class Scheduler:
                 if job.state == "todo" and job.kind in kinds and blocked(job, self.jobs):
                     job.state = "cut"
                     self.say(f"skip {jid}: something it needs failed or was cut")
-                elif job.state == "todo" and job.kind in kinds and ready(job, self.jobs):
+                elif job.state == "todo" and job.kind in kinds and ready(job, self.jobs, finished):
                     args = dict(job.args)
                     if job.kind == "score":
                         args.update(self.score_target(job), precision=precision, compile=compile_)

@@ -7,8 +7,9 @@ package, and registering the plugin must not wait for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ticketforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .diffusion import GaussianDiffusion, beta_schedule
@@ -24,9 +25,4 @@ __all__ = ["DDPMSpec", "GaussianDiffusion", "PRESETS", "UNet", "TimestepSwitch",
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

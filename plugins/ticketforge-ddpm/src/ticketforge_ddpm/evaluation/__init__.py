@@ -9,8 +9,9 @@ does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ticketforge.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .evaluators import FIDEvaluator, FrechetEvaluator
@@ -18,9 +19,4 @@ if TYPE_CHECKING:
 __all__ = ["FIDEvaluator", "FrechetEvaluator"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".evaluators", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, ".evaluators"))
