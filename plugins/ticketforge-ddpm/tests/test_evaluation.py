@@ -150,3 +150,29 @@ def test_registration_and_protocol():
     assert {"fid", "fd-lenet", "fd-resnet"} <= set(registry.records("evaluators"))
     evaluator = registry.create("evaluators", "fd-resnet", max_steps=5)
     assert isinstance(evaluator, Evaluator) and isinstance(registry.create("evaluators", "fid"), Evaluator)
+
+
+def test_the_featurizer_trains_under_reproducible_kernels_and_restores_the_process_settings(monkeypatch):
+    """Retrained in a later session, the featurizer must get the same sha256 (scores compare only under
+    one featurizer): deterministic cuDNN and no TF32 while it trains, whatever the process chose."""
+    from ticketforge_ddpm.evaluation import featurizer
+    from ticketforge_ddpm.evaluation.data import ImageSet
+
+    seen = []
+    lenet = featurizer.ARCHITECTURES["lenet"]
+
+    def spying(*args, **kwargs):
+        net = lenet(*args, **kwargs)
+        net.register_forward_pre_hook(lambda module, inputs: seen.append(
+            (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) if module.training else None)
+        return net
+
+    monkeypatch.setitem(featurizer.ARCHITECTURES, "lenet", spying)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    images, labels = blobs(32, 0)
+    data = ImageSet((images * 255).to(torch.uint8), labels)
+    featurizer.train_classifier(data, featurizer.FeaturizerConfig("lenet", max_steps=2, batch_size=8))
+    assert seen == [(True, False, False, False)] * 2
+    assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32  # the process's own again

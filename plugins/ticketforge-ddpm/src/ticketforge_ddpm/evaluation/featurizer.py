@@ -11,13 +11,14 @@ seed); the classifier never sees those items in training.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,20 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     return correct / len(images)
 
 
+@contextlib.contextmanager
+def reproducible_kernels() -> Iterator[None]:
+    """Deterministic cuDNN kernels and full fp32 matmuls, whatever the process set before: a featurizer
+    trained again (in a later session, on the same GPU model and torch) gets the same sha256, so that
+    scores of different sessions stay comparable."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 @torch.enable_grad()
 def train_classifier(data: ImageSet, config: FeaturizerConfig, device: torch.device | str = "cpu"
                      ) -> tuple[nn.Module, float]:
@@ -128,7 +143,7 @@ def train_classifier(data: ImageSet, config: FeaturizerConfig, device: torch.dev
     total = config.max_steps or config.epochs * per_epoch
     opt, sched = _optimizer(model, config, total)
     model.train()
-    with task(f"training the {config.arch} featurizer (once per dataset)", total, "step") as bar:
+    with reproducible_kernels(), task(f"training the {config.arch} featurizer (once per dataset)", total, "step") as bar:
         for step in range(total):
             epoch_step = step % per_epoch
             if epoch_step == 0:
