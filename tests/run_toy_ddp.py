@@ -22,8 +22,8 @@ from helpers import core_registry  # noqa: E402
 
 import ticketforge.engine.engine as engine_module  # noqa: E402
 from ticketforge import Engine, RunConfig  # noqa: E402
-from ticketforge.engine.groups import mask_digest  # noqa: E402
 from ticketforge.pruning.state import plain_state_dict  # noqa: E402
+from ticketforge.pruning.targets import mask_digest  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

@@ -34,13 +34,13 @@ from ..progress import ProgressLike
 from ..protocols import ModelSpec
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import plain_state_dict
+from ..pruning.targets import flatten, group_tensors, module_groups, prune_targets
 from ..registry import Registry
 from ..store import RunStore
 from ..store.read_checks import round_masks
 from ..store.run_store import round_dir
 from .config import RunConfig, identity_of
 from .data import hash_seed
-from .groups import flatten, group_tensors, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
 from .threads import threads_applied
 

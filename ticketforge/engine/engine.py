@@ -27,6 +27,7 @@ from ..protocols import ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer
 from ..pruning import apply_masks, sparsity_of
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import load_plain_state_dict, plain_state_dict
+from ..pruning.targets import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from ..registry import Registry, get_registry
 from ..store import RunStore
 from ..store.read_checks import checked_masks, redo_advice, round_masks
@@ -37,7 +38,6 @@ from .config import EXTENT_FIELDS, RunConfig, config_differences
 from .contract import check_images, check_masks, check_scores, component
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
-from .groups import flatten, group_summary, group_tensors, mask_digest, module_groups, prune_targets
 from .interrupts import InterruptedAt, StepBoundary, attach
 from .rewind import THETA_TAU, RewindPoints, point_step
 from .run_folder import default_run_dir
