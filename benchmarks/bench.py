@@ -26,7 +26,7 @@ from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.engine import compile_options, set_matmul_precision
 from ticketforge.engine.sampling import sampling_network
-from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
+from ticketforge.engine.train import autocast_for, make_optimizer, make_stepper, train_round
 from ticketforge.pruning.state import load_plain_state_dict, plain_state_dict
 from ticketforge.pruning.targets import PrunableNetwork
 from ticketforge.registry import get_registry
@@ -143,10 +143,10 @@ class TrainingSetup:
     capture: bool
 
     def run(self, spec: Any, variant: Variant, steps: int, warmup: int, on_log: Any = lambda *a: None) -> None:
-        setup = RoundSetup(0, steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
-                           variant.precision, capture=self.capture)
-        train_round(setup, spec, self.network, self.optimizer, self.ema, self.batches, self.generator, 0,
-                    on_log=on_log, on_checkpoint=lambda s: None, forward_network=self.forward)
+        stepper = make_stepper(spec, self.network, self.optimizer, self.ema, self.generator, self.batches.device, 0,
+                               lr=spec.defaults.lr, grad_clip=spec.defaults.grad_clip, precision=variant.precision,
+                               capture=self.capture, forward_network=self.forward)
+        train_round(stepper, self.batches, round_index=0, start_step=0, steps=steps, log_every=warmup, checkpoint_every=10 ** 9, on_log=on_log, on_checkpoint=lambda s: None)
 
 
 def prepare_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,

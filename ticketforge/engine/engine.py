@@ -45,7 +45,7 @@ from .settings import component_settings
 from .step_graph import WARMUP_STEPS
 from .threads import threads_applied
 from .ticket_run import ticket_masks
-from .train import RoundSetup, make_optimizer, train_round
+from .train import make_optimizer, make_stepper, train_round
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -462,8 +462,6 @@ class Engine:
             points.restore(None)
         if start == 0:
             points.at_step(0, network)  # a point at step 0 (tau_frac 0): the start weights themselves
-        setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
-                           cfg.log_every, cfg.checkpoint_every, self.precision, capture=self.capture)
         forward, compiling = self._forward_network(network)
         self.hooks.ticketforge_round_start(run=state, round_index=i, sparsity=sparsity, steps=job.steps,
                                            start_step=start, compiling=compiling)
@@ -499,9 +497,13 @@ class Engine:
         try:
             with boundary:
                 t0 = time.perf_counter()
-                summary = train_round(setup, self.spec, network, optimizer, ema, self.dist.shard(batches), gen,
-                                      start, on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step,
-                                      forward_network=forward, reduce=self.dist.reduce_window, boundary=boundary)
+                stepper = make_stepper(self.spec, network, optimizer, ema, gen, batches.device, start, lr=lr,
+                                       warmup_steps=cfg.warmup_steps or 0, grad_clip=cfg.grad_clip,
+                                       precision=self.precision, capture=self.capture, forward_network=forward)
+                summary = train_round(stepper, self.dist.shard(batches), round_index=k, start_step=start,
+                                      steps=job.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                                      on_log=on_log, on_checkpoint=on_checkpoint, on_step=on_step,
+                                      reduce=self.dist.reduce_window, boundary=boundary)
                 seconds = time.perf_counter() - t0
                 record = self._finish_round(i, network, groups, targets, masks, ema, sparsity,
                                             {**summary, "steps": job.steps, "seconds": seconds,
