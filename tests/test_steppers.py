@@ -3,10 +3,14 @@ the eager one sets the warm-up learning rate each step, and whatever stops a rou
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from toy_plugin import ToySpec
 
+import ticketforge.engine.loop as loop_module
+from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.train import CapturedStep, EagerStep, Tally, make_optimizer, make_stepper, train_round
 
@@ -75,6 +79,14 @@ def test_any_stepper_is_released_and_adds_to_the_summary():
     with pytest.raises(RuntimeError, match="step failed"):
         _train(failing, _toy()[2], 5)
     assert failing.released
+
+
+def test_the_engine_chooses_one_stepper_per_round(toy_config, registry, monkeypatch):
+    made = []
+    real = loop_module.make_stepper
+    monkeypatch.setattr(loop_module, "make_stepper", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    Engine(dataclasses.replace(toy_config, rounds=1), registry=registry).run()
+    assert [type(s) for s in made] == [EagerStep, EagerStep]
 
 
 @cuda

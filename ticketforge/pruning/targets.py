@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
+import torch
 from torch import Tensor, nn
 
 from ..protocols import Grouped, ModelSpec, ModuleGroup, PruneTarget
@@ -42,6 +43,16 @@ def group_tensors(targets: Sequence[PruneTarget], tensors: Sequence[Tensor]) -> 
 
 def flatten(grouped: Grouped) -> list[Tensor]:
     return [x for group in grouped for x in group]
+
+
+def all_kept(targets: Sequence[PruneTarget]) -> list[Tensor]:
+    """Masks that prune nothing (round 0's), one per target."""
+    return [torch.ones_like(cast(Tensor, t.module.weight), dtype=torch.bool) for t in targets]
+
+
+def by_name(targets: Sequence[PruneTarget], tensors: Sequence[Tensor]) -> dict[str, Tensor]:
+    """A per-target list as the files hold it: target name -> tensor."""
+    return {t.name: x for t, x in zip(targets, tensors)}
 
 
 def mask_digest(masks: Sequence[Tensor]) -> str:
