@@ -31,7 +31,7 @@ from ..pruning.targets import PrunableNetwork, all_kept, by_name, flatten, group
 from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from .artifacts import artifact_caption, artifacts_seed
-from .config import EXTENT_FIELDS, RunConfig, config_differences
+from .config import EXTENT_FIELDS, config_differences
 from .contract import check_masks, check_scores, component
 from .data import BatchSource, hash_seed
 from .distributed import Store
@@ -115,7 +115,7 @@ def run_rounds(engine: Engine, net: PrunableNetwork) -> list[dict[str, Any]]:
             start, source = start_weights(run, k)
             record = train(run, round_job(run, k, masks, start, source))  # and saved, record last
             run.state.rounds.append(record)
-        if is_last_round(engine.config, k, record):
+        if is_last_round(run, k, record):
             break
     engine.hooks.ticketforge_run_end(run=run.state, rounds=run.state.rounds)
     return run.state.rounds
@@ -147,7 +147,8 @@ def open_run(engine: Engine, net: PrunableNetwork) -> Run:
     return Run(engine, store, net, batches, state, finished, initial_weights(store, net.network))
 
 
-def is_last_round(cfg: RunConfig, k: int, record: dict[str, Any]) -> bool:
+def is_last_round(run: Run, k: int, record: dict[str, Any]) -> bool:
+    cfg = run.engine.config
     assert cfg.rounds is not None
     return k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity)
 
