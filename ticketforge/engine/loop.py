@@ -210,8 +210,10 @@ def scored_pruned(run: Run, k: int, old: list[Tensor]) -> Grouped:
     ctx = _Context(network, gen, lambda: engine.spec.loss(network, run.batches.batch(k - 1, 0), gen))
     scores = engine.scorer.score(targets, ctx)
     check_scores(scores, targets, component("scorer", cfg.scorer, engine.registry))
-    new = engine.schedule.prune(group_tensors(targets, scores), group_tensors(targets, [m.to(engine.device) for m in old]))
-    check_masks(engine.schedule, new, group_tensors(targets, old), targets, component("schedule", cfg.schedule, engine.registry))
+    new = engine.schedule.prune(group_tensors(targets, scores),
+                                group_tensors(targets, [m.to(engine.device) for m in old]))
+    check_masks(engine.schedule, new, group_tensors(targets, old), targets,
+                component("schedule", cfg.schedule, engine.registry))
     return new
 
 
@@ -295,7 +297,8 @@ def train(run: Run, job: TrainingJob) -> dict[str, Any]:
                                    lr=cfg.lr, warmup_steps=cfg.warmup_steps or 0, grad_clip=cfg.grad_clip,
                                    precision=engine.precision, capture=engine.capture, forward_network=forward)
             summary = train_round(stepper, engine.dist.shard(run.batches), round_index=job.seed_round,
-                                  start_step=t.start, steps=job.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_log=watch.on_log,
+                                  start_step=t.start, steps=job.steps, log_every=cfg.log_every,
+                                  checkpoint_every=cfg.checkpoint_every, on_log=watch.on_log,
                                   on_checkpoint=watch.on_checkpoint, on_step=watch.on_step,
                                   reduce=engine.dist.reduce_window, boundary=boundary)
             seconds = time.perf_counter() - t0
