@@ -25,11 +25,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
 from ticketforge.engine.engine import compile_options, set_matmul_precision
-from ticketforge.engine.groups import module_groups, prune_targets
 from ticketforge.engine.sampling import sampling_network
-from ticketforge.engine.train import RoundSetup, autocast_for, make_optimizer, train_round
-from ticketforge.pruning import apply_masks
+from ticketforge.engine.train import autocast_for, make_optimizer, make_stepper, train_round
 from ticketforge.pruning.state import load_plain_state_dict, plain_state_dict
+from ticketforge.pruning.targets import PrunableNetwork
 from ticketforge.registry import get_registry
 
 
@@ -144,20 +143,19 @@ class TrainingSetup:
     capture: bool
 
     def run(self, spec: Any, variant: Variant, steps: int, warmup: int, on_log: Any = lambda *a: None) -> None:
-        setup = RoundSetup(0, steps, spec.defaults.lr, 0, spec.defaults.grad_clip, warmup, 10 ** 9,
-                           variant.precision, capture=self.capture)
-        train_round(setup, spec, self.network, self.optimizer, self.ema, self.batches, self.generator, 0,
-                    on_log=on_log, on_checkpoint=lambda s: None, forward_network=self.forward)
+        stepper = make_stepper(spec, self.network, self.optimizer, self.ema, self.generator, self.batches.device, 0,
+                               lr=spec.defaults.lr, grad_clip=spec.defaults.grad_clip, precision=variant.precision,
+                               capture=self.capture, forward_network=self.forward)
+        train_round(stepper, self.batches, round_index=0, start_step=0, steps=steps, log_every=warmup, checkpoint_every=10 ** 9, on_log=on_log, on_checkpoint=lambda s: None)
 
 
 def prepare_training(spec: Any, variant: Variant, init: dict, images: torch.Tensor, batch_size: int,
                      device: torch.device) -> TrainingSetup:
     """The same initial weights for every variant, its masks, layout, precision and compilation."""
     torch.manual_seed(0)
-    network = spec.build().to(device)
-    targets = prune_targets(module_groups(spec, network))
-    apply_masks(targets, [m.to(device) for m in random_masks(targets, variant.sparsity)])
-    load_plain_state_dict(network, init)
+    net = PrunableNetwork.build(spec)
+    net.network.to(device)
+    network = net.load([m.to(device) for m in random_masks(net.targets, variant.sparsity)], init, source="init")
     if variant.channels_last:
         network = network.to(memory_format=torch.channels_last)
     set_matmul_precision(variant.precision)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ticketforge.api import load_round
-from ticketforge.engine.groups import mask_digest
+from ticketforge.pruning.targets import mask_digest
 from ticketforge.store import RunStore
 from ticketforge.store.run_store import round_dir
 

@@ -20,45 +20,42 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import core_registry  # noqa: E402
 
-import ticketforge.engine.engine as engine_module  # noqa: E402
+import ticketforge.engine.loop as loop  # noqa: E402
 from ticketforge import Engine, RunConfig  # noqa: E402
-from ticketforge.engine.groups import mask_digest  # noqa: E402
 from ticketforge.pruning.state import plain_state_dict  # noqa: E402
+from ticketforge.pruning.targets import mask_digest  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
     out, report = argv[0], Path(argv[1])
     rank = int(os.environ["RANK"])
     masks_seen: dict[int, str] = {}
-    real_masks, real_ckpt = engine_module.Engine._masks_for, engine_module.Engine._checkpoint
+    real_masks, real_ckpt, real_save = loop.next_masks, loop.checkpoint, loop.save_round
 
-    def masks_for(self, k, *args, **kwargs):
-        masks = real_masks(self, k, *args, **kwargs)
+    def next_masks(run, k):
+        masks = real_masks(run, k)
         masks_seen[k] = mask_digest(masks)
         return masks
 
     stop = tuple(map(int, argv[argv.index("--stop-at") + 1].split(":"))) if "--stop-at" in argv else None
 
-    def checkpoint(self, k, step, *args, **kwargs):
-        real_ckpt(self, k, step, *args, **kwargs)
-        if (k, step) == stop:
+    def checkpoint(run, job, t, step):
+        real_ckpt(run, job, t, step)
+        if (job.index, step) == stop:
             os._exit(3)
 
-    engine_module.Engine._masks_for = masks_for
-    engine_module.Engine._checkpoint = checkpoint
+    captured = {}
+
+    def save_round(run, job, t, metrics):
+        captured["weights"] = hashlib.sha256(b"".join(
+            x.numpy().tobytes() for _, x in sorted(plain_state_dict(run.net.network).items()))).hexdigest()
+        return real_save(run, job, t, metrics)
+
+    loop.next_masks, loop.checkpoint, loop.save_round = next_masks, checkpoint, save_round
     batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
     config = RunConfig(model="toy", schedule="uniform", rounds=2, steps_per_round=20, device="cpu", out=out,
                        log_every=5, checkpoint_every=5, artifacts=False, batch_size=batch)
     engine = Engine(config, registry=core_registry())
-    captured = {}
-    real_finish = engine._finish_round
-
-    def finish(k, network, *args, **kwargs):
-        captured["weights"] = hashlib.sha256(b"".join(
-            t.numpy().tobytes() for _, t in sorted(plain_state_dict(network).items()))).hexdigest()
-        return real_finish(k, network, *args, **kwargs)
-
-    engine._finish_round = finish
     records = engine.run()
     report.mkdir(parents=True, exist_ok=True)
     (report / f"rank{rank}.json").write_text(json.dumps({

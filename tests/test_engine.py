@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-import ticketforge.engine.engine as engine_module
+import ticketforge.engine.loop as loop_module
 from ticketforge import Engine, RunConfig, hookimpl
 from ticketforge.pruning.state import plain_state_dict
 from ticketforge.store import RunStore
@@ -84,13 +84,13 @@ def test_rewind_init_and_none(toy_config, registry):
 
 def test_optimizer_state_is_fresh_every_round(toy_config, registry, monkeypatch):
     made = []
-    real = engine_module.make_optimizer
+    real = loop_module.make_optimizer
 
     def spy(*args, **kwargs):
         made.append(real(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(engine_module, "make_optimizer", spy)
+    monkeypatch.setattr(loop_module, "make_optimizer", spy)
     _run(toy_config, registry)
     assert len(made) == 3
     for opt in made:

@@ -16,7 +16,7 @@ from helpers import StopAt
 from ticketforge import Engine
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
-from ticketforge.engine.train import RoundSetup, make_optimizer, train_round
+from ticketforge.engine.train import make_optimizer, make_stepper, train_round
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -33,9 +33,10 @@ def test_a_round_ignores_gradients_left_on_the_network():
             for p in network.parameters():
                 p.grad = torch.ones_like(p)
         optimizer = make_optimizer(network, 1e-2, 0.0, torch.device("cpu"))
-        setup = RoundSetup(0, 3, 1e-2, 0, None, 1, 10 ** 9, "fp32")
-        train_round(setup, spec, network, optimizer, None, BatchSource(images, 8, 0, torch.device("cpu")),
-                    torch.Generator().manual_seed(0), 0, on_log=lambda s, m: None, on_checkpoint=lambda s: None)
+        stepper = make_stepper(spec, network, optimizer, None, torch.Generator().manual_seed(0), torch.device("cpu"),
+                               0, lr=1e-2)
+        train_round(stepper, BatchSource(images, 8, 0, torch.device("cpu")), round_index=0, start_step=0, steps=3,
+                    log_every=1, checkpoint_every=10 ** 9, on_log=lambda s, m: None, on_checkpoint=lambda s: None)
         results.append([p.detach().clone() for p in network.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)

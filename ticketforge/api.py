@@ -94,25 +94,20 @@ def no_such_round(store: RunStore, round: int, finished: list[int]) -> str:
 def load_round(run: str | Path, round: int | None = None, *, ema: bool = True, device: str = "cpu",
                registry: Registry | None = None) -> LoadedRound:
     """Load round ``round`` of the run in ``run`` (the last finished round when None; -1 counts back)."""
-    from .engine.groups import module_groups, prune_targets
-    from .pruning import apply_masks
-    from .pruning.state import load_plain_state_dict
+    from .pruning.targets import PrunableNetwork
 
     store = RunStore(run)
     config = store.read_config()
     k = _pick_round(store, round)
     spec = spec_from_config(config, registry)
-    network = spec.build()
-    groups = module_groups(spec, network)
-    targets = prune_targets(groups)
+    net = PrunableNetwork.build(spec)
     rdir = round_dir(k)
-    masks = round_masks(store, k, targets)  # bool, the model's shapes, the record's mask_sha256
-    apply_masks(targets, [masks[t.name] for t in targets])
+    masks = round_masks(store, k, net.targets)  # bool, the model's shapes, the record's mask_sha256
     weights = f"{rdir}/ema.safetensors" if ema and store.has(f"{rdir}/ema.safetensors") else f"{rdir}/weights.safetensors"
-    load_plain_state_dict(network, store.read_tensors(weights), source=str(store.path / weights),
-                          advice=redo_advice(store, weights))
-    network.to(device).eval()
-    return LoadedRound(Path(run), k, config, spec, network, masks, groups, store.round_record(k))
+    net.load([masks[t.name] for t in net.targets], store.read_tensors(weights), source=str(store.path / weights),
+             advice=redo_advice(store, weights))
+    net.network.to(device).eval()
+    return LoadedRound(Path(run), k, config, spec, net.network, masks, net.groups, store.round_record(k))
 
 
 def record_metrics(run: str | Path, round: int, metrics: dict[str, Any]) -> None:

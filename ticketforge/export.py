@@ -53,9 +53,7 @@ def export_ticket(run: str | Path, out: str | Path, round: int | None = None, *,
 def load_ticket(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
     """The network stored in an exported ticket, masks applied (pruned weights exactly zero), in eval mode."""
     from .api import spec_from_config
-    from .engine.groups import module_groups, prune_targets
-    from .pruning import apply_masks
-    from .pruning.state import load_plain_state_dict
+    from .pruning.targets import PrunableNetwork
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -69,13 +67,12 @@ def load_ticket(path: str | Path, *, device: str = "cpu", registry: Registry | N
     config, shapes = _ticket_metadata(path, meta)
     spec = spec_from_config(config, registry)
     with torch.device("meta"):  # the model's own shapes, before anything the file's metadata sizes is allocated
-        shell = spec.build()
-    _check_ticket(path, tensors, shapes, shell, prune_targets(module_groups(spec, shell)))
-    network = spec.build()
-    targets = prune_targets(module_groups(spec, network))
+        shell = PrunableNetwork.build(spec)
+    _check_ticket(path, tensors, shapes, shell.network, shell.targets)
+    net = PrunableNetwork.build(spec)
     state = {k[len("dense."):]: v for k, v in tensors.items() if k.startswith("dense.")}
     masks = []
-    for t in targets:
+    for t in net.targets:
         shape = shapes[t.name]
         n = math.prod(shape)
         mask = torch.from_numpy(np.unpackbits(tensors[f"mask.{t.name}"].numpy())[:n].astype(bool))
@@ -83,9 +80,7 @@ def load_ticket(path: str | Path, *, device: str = "cpu", registry: Registry | N
         weight[mask] = tensors[f"kept.{t.name}"]
         state[f"{t.name}.weight"] = weight.reshape(shape)
         masks.append(mask.reshape(shape))
-    apply_masks(targets, masks)
-    load_plain_state_dict(network, state, source=str(path), advice="export the ticket again")
-    return network.to(device).eval()
+    return net.load(masks, state, source=str(path), advice="export the ticket again").to(device).eval()
 
 
 def _ticket_metadata(path: str | Path, meta: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[int]]]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .engine.engine import RunState
+    from .engine.loop import RunState
     from .records import ComponentRecord
 
 PROJECT = "ticketforge"

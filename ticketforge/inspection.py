@@ -74,7 +74,7 @@ def model_report(run: str | None, model: str | None, preset: str | None, options
         if round_ is not None:
             raise UsageError("--round needs a RUN directory")
         assert model is not None  # one of the two, checked above
-        from .engine.groups import module_groups
+        from .pruning.targets import module_groups
         from .registry import get_registry
         if preset is not None:
             options = {**options, "preset": preset}

@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from .engine.contract import Component, check_masks, check_scores
-from .engine.groups import flatten, group_tensors, prune_targets
 from .errors import PluginError
 from .protocols import Grouped, ModelSpec, ModuleGroup, PruneTarget, Schedule, Scorer, TrainingDefaults
+from .pruning.targets import flatten, group_tensors, prune_targets
 from .records import _NAME, KINDS, ComponentRecord, Option
 
 __all__ = ["ToyTargets", "toy_targets", "grouped_scores", "ScorerContract", "ScheduleContract",

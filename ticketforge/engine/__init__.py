@@ -12,9 +12,10 @@ from ..lazy import lazy_attributes
 from .config import RunConfig
 
 if TYPE_CHECKING:
-    from .engine import Engine, RunState
+    from .engine import Engine
+    from .loop import RunState
 
-_LAZY = {"Engine": ".engine", "RunState": ".engine"}
+_LAZY = {"Engine": ".engine", "RunState": ".loop"}
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -9,7 +9,7 @@ open_lth's "lottery branches") take the masks iterative pruning found at round K
   ``init`` (theta_0), ``reinit`` (a fresh init from ``init_seed``) or ``trained:J`` (round J's trained
   weights: fine-tuning).
 
-A branch trains through the engine's own round code (:meth:`Engine._train_masked`) with round K's data
+A branch trains through the engine's own round code (:func:`ticketforge.engine.loop.train`) with round K's data
 order and noise seeds and the run's optimizer, EMA, warm-up, precision, compile and CUDA graphs, so a
 ``ticket``/``tau`` branch of round K repeats round K exactly on a CPU. It lives in
 ``RUN/branches/<masks>-<start>-<hash>/``, a one-round run folder (``config.json`` is the run's plus a
@@ -34,13 +34,13 @@ from ..progress import ProgressLike
 from ..protocols import ModelSpec
 from ..pruning.select import prune_tensorwise_like
 from ..pruning.state import plain_state_dict
+from ..pruning.targets import PrunableNetwork, flatten, group_tensors
 from ..registry import Registry
 from ..store import RunStore
 from ..store.read_checks import round_masks
 from ..store.run_store import round_dir
 from .config import RunConfig, identity_of
 from .data import hash_seed
-from .groups import flatten, group_tensors, module_groups, prune_targets
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
 from .threads import threads_applied
 
@@ -183,13 +183,13 @@ def _branch(engine: Any, parent: RunStore, config: dict[str, Any],
     so branches of one run, and the run's later rounds, can train side by side; ``--fresh`` on the run
     takes each branch's lock before it deletes anything.
     """
-    from .engine import RunState, TrainingJob, set_matmul_precision
+    from .engine import set_matmul_precision
+    from .loop import Run, RunState, TrainingJob, train
 
     cfg, k = engine.config, request.of_round
     record_k = parent.round_record(k)  # a ConfigError for a round that does not exist or is unfinished
-    network = engine.spec.build()
-    groups = module_groups(engine.spec, network)
-    targets = prune_targets(groups)
+    net = PrunableNetwork.build(engine.spec)
+    targets = net.targets
     stored = round_masks(parent, k, targets)  # bool, the model's shapes, the record's mask_sha256
     ticket = [stored[t.name] for t in targets]
     steps = request.steps or cfg.steps_per_round
@@ -214,12 +214,11 @@ def _branch(engine: Any, parent: RunStore, config: dict[str, Any],
         else:
             store.write_config({**config, "branch": described})
         set_matmul_precision(engine.precision)
-        network.to(engine.device)
-        state = RunState(folder, {**config, "branch": described}, engine.spec, [g.name for g in groups],
-                         engine.device, network)
-        job = TrainingJob(k, 0, store, masks, start, source, steps, RewindPoints({}), {"branch": described})
-        record = engine._train_masked(job, network, groups, targets, engine._batches(), state)
-        return record, folder, True
+        net.network.to(engine.device)
+        state = RunState(folder, {**config, "branch": described}, engine.spec, [g.name for g in net.groups],
+                         engine.device, net.network)
+        job = TrainingJob(k, 0, masks, start, source, steps, RewindPoints({}), {"branch": described})
+        return train(Run(engine, store, net, engine._batches(), state), job), folder, True
 
 
 def _reinit_seed(config: dict[str, Any], request: BranchRequest) -> int | None:

@@ -202,9 +202,9 @@ class Distributed:
         return self._ddp["ddp"]
 
     # -- run store, lock, hooks, checkpoints ------------------------------------------------------
-    def store(self, store: RunStore) -> Any:
-        """The engine's view of the run store: the store itself on one process, else a collective facade."""
-        return _MainStore(store, self) if self.enabled else store
+    def store(self, store: RunStore) -> "Store":
+        """The engine's view of the run store: the store itself on one process, else a :class:`MainStore`."""
+        return MainStore(store, self) if self.enabled else store
 
     @contextmanager
     def run_lock(self, run_dir: Path, fresh: bool = False) -> Iterator[None]:
@@ -275,10 +275,14 @@ class _ShardedBatches:
         return self.source.images[self.indices(round_index, step)].float().div_(255)
 
 
-class _MainStore:
-    """A :class:`RunStore` whose every call runs on rank 0 and returns (or raises) on all ranks.
+class MainStore:
+    """The run store under torchrun: rank 0 alone touches the run folder, every rank sees its answers.
 
-    ``append_log`` is rank 0's alone and no collective (nothing comes back from it).
+    A read runs on rank 0 and every rank returns its result; a write runs on rank 0 and does nothing
+    elsewhere (the other ranks wait for it). An exception on rank 0 is raised on every rank, so all
+    follow one path through resume and error handling. ``append_log`` is rank 0's alone, no collective
+    (nothing comes back from it). Every method is spelled out: a store method this class lacks is an
+    AttributeError (and a mypy error), never a call that runs on every rank.
     """
 
     def __init__(self, store: RunStore, dist: Distributed):
@@ -288,15 +292,59 @@ class _MainStore:
     def path(self) -> Path:
         return self._store.path
 
+    # -- reads: rank 0's answer on every rank ---------------------------------------------------
+    def exists(self) -> bool:
+        return self._dist.on_main(self._store.exists)
+
+    def has(self, rel: str) -> bool:
+        return self._dist.on_main(lambda: self._store.has(rel))
+
+    def read_config(self) -> dict[str, Any]:
+        return self._dist.on_main(self._store.read_config)
+
+    def read_json(self, rel: str) -> Any:
+        return self._dist.on_main(lambda: self._store.read_json(rel))
+
+    def read_tensors(self, rel: str) -> dict[str, Tensor]:
+        return self._dist.on_main(lambda: self._store.read_tensors(rel))
+
+    def read_checkpoint(self, rel: str) -> dict[str, Any]:
+        return self._dist.on_main(lambda: self._store.read_checkpoint(rel))
+
+    def finished_rounds(self) -> list[int]:
+        return self._dist.on_main(self._store.finished_rounds)
+
+    def round_record(self, k: int) -> dict[str, Any]:
+        return self._dist.on_main(lambda: self._store.round_record(k))
+
+    # -- writes: rank 0 writes, the others wait --------------------------------------------------
+    def clean(self) -> None:
+        self._dist.on_main(self._store.clean)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self._dist.on_main(lambda: self._store.write_config(config))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self._dist.on_main(lambda: self._store.write_json(rel, obj))
+
+    def write_tensors(self, rel: str, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+        self._dist.on_main(lambda: self._store.write_tensors(rel, tensors, metadata))
+
+    def write_checkpoint(self, rel: str, obj: dict[str, Any]) -> None:
+        self._dist.on_main(lambda: self._store.write_checkpoint(rel, obj))
+
+    def write_file(self, rel: str) -> None:
+        self._dist.on_main(lambda: self._store.write_file(rel))
+
+    def forget(self, rel: str) -> None:
+        self._dist.on_main(lambda: self._store.forget(rel))
+
     def append_log(self, line: dict[str, Any]) -> None:
         if self._dist.is_main:
             self._store.append_log(line)
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
-        if not callable(attr):
-            return attr
-        return lambda *args, **kwargs: self._dist.on_main(lambda: attr(*args, **kwargs))
+
+Store = RunStore | MainStore  # what the engine writes a run through: Distributed.store's answer
 
 
 class _Silent:

@@ -33,7 +33,7 @@ def redo_advice(store: Any, rel: str) -> str:
 
 def checked_masks(store: Any, rel: str, targets: Sequence[PruneTarget], digest: str | None = None) -> dict[str, Tensor]:
     """The masks in ``rel`` by target name: bool, the weights' shapes, and (given) the record's digest."""
-    from ..engine.groups import mask_digest
+    from ..pruning.targets import mask_digest
 
     file = Path(store.path) / rel
     tensors = store.read_tensors(rel)
@@ -105,14 +105,14 @@ def meta_model(config: dict[str, Any], registry: Any = None) -> tuple[nn.Module,
     """The run's network on the meta device (shapes and dtypes, no memory) and its prune targets;
     None when the model cannot be rebuilt here (an object passed to ``Engine``, a plugin not installed)."""
     from ..api import spec_from_config
-    from ..engine.groups import module_groups, prune_targets
     from ..errors import TicketforgeError
+    from ..pruning.targets import PrunableNetwork
 
     try:
         spec = spec_from_config(config, registry)
         with torch.device("meta"):
-            network = spec.build()
-        return network, prune_targets(module_groups(spec, network))
+            net = PrunableNetwork.build(spec)
+        return net.network, net.targets
     except (TicketforgeError, RuntimeError, NotImplementedError, TypeError, ValueError):
         return None
 

@@ -14,7 +14,7 @@ import torch
 
 from ticketforge.engine.data import BatchSource
 from ticketforge.engine.ema import EMA
-from ticketforge.engine.train import RoundSetup, make_optimizer, train_round
+from ticketforge.engine.train import make_optimizer, make_stepper, train_round
 from ticketforge.registry import get_registry
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -37,11 +37,12 @@ def _train(capture: bool, steps: int = 12, precision: str = "fp32", rounds: int 
         optimizer = make_optimizer(network, 2e-4, 0.0, device, capturable=capture)
         ema = EMA(network, 0.999)
         gen = torch.Generator(device=device).manual_seed(k)
-        setup = RoundSetup(k, steps, 2e-4, 5, 1.0, 1, 10 ** 9, precision, capture=capture)
         torch.manual_seed(1)  # dropout
-        summaries.append(train_round(setup, spec, network, optimizer, ema, batches, gen, 0,
-                                     on_log=lambda step, m: losses.append(m["loss"]), on_checkpoint=lambda step: None,
-                                     forward_network=forward))
+        stepper = make_stepper(spec, network, optimizer, ema, gen, device, 0, lr=2e-4, warmup_steps=5, grad_clip=1.0,
+                               precision=precision, capture=capture, forward_network=forward)
+        summaries.append(train_round(stepper, batches, round_index=k, start_step=0, steps=steps, log_every=1,
+                                     checkpoint_every=10 ** 9,
+                                     on_log=lambda step, m: losses.append(m["loss"]), on_checkpoint=lambda step: None))
     return [p.detach().clone() for p in network.parameters()], losses, ema, summaries
 
 
