@@ -6,6 +6,7 @@ evaluator, dataset and (compiled) denoiser; :class:`Scoring` scores them one at 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,7 @@ class Scoring:
         self.ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
         self.denoiser = SamplerCache(precision, compile, self.ctx.device)
         self.dataset: Any = None
-        self._dataset_of: tuple[Any, Any] | None = None
+        self._dataset_of: tuple[Any, ...] | None = None
 
     def check_lock(self, path: str) -> None:
         """Refuse, before any work, a run (or branch) that another process is writing."""
@@ -101,10 +102,11 @@ class Scoring:
     def _data(self, path: str) -> Any:
         from .store import RunStore
         config = RunStore(path).read_config()
-        key = (config["dataset"], config.get("data_root"))
+        options = config.get("dataset_options") or {}
+        key = (config["dataset"], config.get("data_root"), json.dumps(options, sort_keys=True))
         if self._dataset_of is None:
             self.dataset = self.registry.create("datasets", config["dataset"], root=config.get("data_root"),
-                                                download=bool(config.get("download")), train=True)
+                                                download=bool(config.get("download")), train=True, **options)
             self._dataset_of = key
         elif key != self._dataset_of:
             raise UsageError(f"{path} trains on {key[0]} ({key[1]}), the items before it on {self._dataset_of[0]} "

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
-from ..engine.threads import check_threads
+from ..engine.threads import THREADS_HELP, check_threads
 from ..errors import ConfigError, UsageError
 from .failures import os_error_line
 
@@ -86,11 +86,6 @@ class ThreadsParam(click.ParamType):
         except ConfigError as exc:
             self.fail(str(exc).removeprefix("--threads "), param, ctx)
 
-
-THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (where two threads "
-                "run several times slower once other work shares the cores; docs/performance.md), torch's "
-                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Another count changes results "
-                "only by float rounding.")
 
 
 def sampling_options(func):

@@ -33,7 +33,7 @@ from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from . import distributed
 from .artifacts import artifact_caption, artifacts_seed
-from .config import EXTENT_FIELDS, RunConfig, config_differences
+from .config import EXTENT_FIELDS, ResolvedConfig, RunConfig, config_differences
 from .contract import check_images, check_masks, check_scores, component
 from .data import BatchSource, cache_path, hash_seed, materialize
 from .ema import EMA
@@ -192,28 +192,29 @@ class Engine:
                  schedule: Schedule | str | None = None, scorer: Scorer | str | None = None,
                  registry: Registry | None = None, fresh: bool = False, **overrides: Any) -> None:
         config = config or RunConfig()
-        names = {f.name for f in dataclasses.fields(RunConfig)}
+        names = {f.name for f in dataclasses.fields(config)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"unknown run option {unknown[0]!r}")
         for key, obj in (("model", model), ("schedule", schedule), ("scorer", scorer)):
             if obj is not None:
                 overrides[key] = _component_name(obj, key)
-        self.config = dataclasses.replace(config, **overrides)
-        self.config.check()
-        self._asked = self.config  # before the preset's defaults: what a command line would say
+        asked = dataclasses.replace(config, **overrides)
+        asked.check()
+        self._asked = asked  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
         self._objects: dict[str, Any] = {"model": model, "schedule": schedule, "scorer": scorer}
-        self.spec = self._model()
-        self.config = self.config.resolve(self.spec.defaults)
+        if asked.model is None:  # no default in the core: the installed model plugin's
+            asked = dataclasses.replace(asked, model=self.registry.only("models"))
+        self.spec = self._model(asked)
+        self.config: ResolvedConfig = self._checked_options(asked.resolve(self.spec.defaults))
         self.schedule = self._component("schedules", "schedule", self._schedule_options())
-        self.scorer = self._component("scorers", "scorer", {})
+        self.scorer = self._component("scorers", "scorer", self.config.scorer_options)
         self.device = resolve_device(self.config.device)
         # Under torchrun: join the process group; a GPU becomes cuda:LOCAL_RANK (see distributed.py).
         self.dist = distributed.setup(self.device)
         self.device = self.dist.device
-        assert self.config.batch_size is not None  # resolve() filled it, as every preset field below
         self.dist.check_batch_size(self.config.batch_size)
         self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
@@ -243,20 +244,40 @@ class Engine:
         return self.dist.hooks(self.registry.hook)
 
     # -- components -------------------------------------------------------------------------------
-    def _model(self) -> ModelSpec:
+    def _model(self, config: RunConfig) -> ModelSpec:
         obj = self._objects["model"]
         if obj is not None and not isinstance(obj, str):
             return obj
-        options = dict(self.config.model_options)
-        if self.config.preset is not None:
-            options["preset"] = self.config.preset
-        return self.registry.create("models", self.config.model, **options)
+        options = dict(config.model_options)
+        if config.preset is not None:
+            options["preset"] = config.preset
+        return self.registry.create("models", config.model, **options)
 
-    def _schedule_options(self) -> dict[str, float]:
-        options = self.registry.get("schedules", self.config.schedule).options \
-            if isinstance(self._objects["schedule"], (str, type(None))) else ()
-        names = {o.name for o in options}
-        return {k: getattr(self.config, k) for k in ("p", "q") if k in names}
+    def _checked_options(self, config: ResolvedConfig) -> ResolvedConfig:
+        """``config`` with the options of its schedule, scorer and dataset checked against the options each
+        declares (a one-line error otherwise) and in the form the hash takes (see ``Registry.options``).
+
+        The model's options were checked when the model was made; they count in the hash as given."""
+        changes: dict[str, Any] = {}
+        for kind in ("schedule", "scorer", "dataset"):
+            given = getattr(config, f"{kind}_options")
+            if not given:
+                continue
+            if not isinstance(self._objects.get(kind) or "", str):
+                raise ConfigError(f"--{kind}-option is for a {kind} given by name; this run's {kind} is a Python "
+                                  f"object: give the object its settings instead")
+            if kind == "dataset" and {"root", "download", "train"} & set(given):
+                raise ConfigError("--dataset-option root, download and train are the run's own: give "
+                                  "--data-root or --download instead")
+            changes[f"{kind}_options"] = self.registry.options(f"{kind}s", getattr(config, kind), given)
+        return dataclasses.replace(config, **changes)
+
+    def _schedule_options(self) -> dict[str, Any]:
+        """The named schedule's options: p and q (settings of their own) where it declares them, and the rest."""
+        if not isinstance(self._objects["schedule"], (str, type(None))):
+            return {}
+        names = {o.name for o in self.registry.get("schedules", self.config.schedule).options}
+        return {**{k: getattr(self.config, k) for k in ("p", "q") if k in names}, **self.config.schedule_options}
 
     def _component(self, kind: str, key: str, options: dict[str, Any]) -> Any:
         obj = self._objects[key]
@@ -335,7 +356,6 @@ class Engine:
             else:
                 record = self._train_round(k, network, groups, targets, batches, theta_0, state)
                 state.rounds.append(record)
-            assert cfg.rounds is not None
             if k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity):
                 break
             k += 1
@@ -344,10 +364,10 @@ class Engine:
 
     def _batches(self) -> BatchSource:
         cfg = self.config
-        assert cfg.dataset is not None and cfg.batch_size is not None
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
-            dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
-            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset))
+            dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download,
+                                           train=True, **cfg.dataset_options)
+            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset, cfg.dataset_options))
         check_images(self.spec, images, cfg.dataset)
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 
@@ -423,7 +443,6 @@ class Engine:
     def _train_round(self, k: int, network: nn.Module, groups: list[ModuleGroup], targets: list[PruneTarget],
                      batches: BatchSource, theta_0: dict[str, Tensor], state: RunState) -> dict[str, Any]:
         cfg = self.config
-        assert cfg.steps_per_round is not None
         masks = self._masks_for(k, network, targets, batches)
         self.dist.check_same(mask_digest(masks), f"round {k}'s masks")
         points = RewindPoints.for_round_0(point_step(cfg.tau_frac, cfg.steps_per_round), cfg.keep_rewind_points,
@@ -440,7 +459,6 @@ class Engine:
         those of round ``job.seed_round``; everything is written to ``job.store`` as folder ``job.index``.
         """
         cfg, store, k, i = self.config, job.store, job.seed_round, job.index
-        assert cfg.lr is not None
         lr = cfg.lr
         masks = job.masks
         apply_masks(targets, [m.to(self.device) for m in masks])
@@ -449,7 +467,7 @@ class Engine:
 
         def from_the_start() -> tuple[torch.optim.Optimizer, EMA | None, torch.Generator]:
             load_plain_state_dict(network, job.start, source=job.start_source)
-            optimizer = make_optimizer(network, lr, cfg.weight_decay or 0.0, self.device, capturable=self.capture)
+            optimizer = make_optimizer(network, lr, cfg.weight_decay, self.device, capturable=self.capture)
             ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
             gen = torch.Generator(device=self.device).manual_seed(self.dist.seed(hash_seed(cfg.seed, "train", k)))
             torch.manual_seed(self.dist.seed(hash_seed(cfg.seed, "dropout", k)))
@@ -462,7 +480,7 @@ class Engine:
             points.restore(None)
         if start == 0:
             points.at_step(0, network)  # a point at step 0 (tau_frac 0): the start weights themselves
-        setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps or 0, cfg.grad_clip,
+        setup = RoundSetup(k, job.steps, cfg.lr, cfg.warmup_steps, cfg.grad_clip,
                            cfg.log_every, cfg.checkpoint_every, self.precision, capture=self.capture)
         forward, compiling = self._forward_network(network)
         self.hooks.ticketforge_round_start(run=state, round_index=i, sparsity=sparsity, steps=job.steps,

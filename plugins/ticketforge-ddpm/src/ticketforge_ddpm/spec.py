@@ -45,7 +45,7 @@ class DDPMSpec:
         _validate(config)
         self.config = copy.deepcopy(dict(config))
         preset = PRESETS.get(config["preset"])
-        self.defaults = defaults or (preset.defaults if preset else TrainingDefaults())
+        self.defaults = defaults or (preset.defaults if preset else TrainingDefaults(dataset="mnist-sample"))
         self.artifacts = preset.artifacts if preset else ArtifactSettings()
         try:
             self.diffusion = GaussianDiffusion.from_name(config["beta_schedule"], config["timesteps"])
