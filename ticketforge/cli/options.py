@@ -92,7 +92,8 @@ def sampling_options(func):
     """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--threads``, ``--precision`` and
     ``--compile``: how images are drawn from a round."""
     for option in reversed([
-        click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim)."),
+        click.option("--sampler", default=None,
+                     help="Sampler of the model plugin (ddpm-unet: ddpm, ddim). [default: the model's]"),
         click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise."),
         click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA."),

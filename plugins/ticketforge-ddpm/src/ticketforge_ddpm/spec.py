@@ -36,6 +36,7 @@ class DDPMSpec:
     """
 
     name = "ddpm-unet"
+    default_sampler = "ddim"  # what sample and eval use without --sampler
 
     def __init__(self, config: dict[str, Any], defaults: TrainingDefaults | None = None) -> None:
         missing = [k for k in CONFIG_KEYS if k not in config]
