@@ -68,6 +68,10 @@ def test_a_new_setting_is_one_declaration(toy_config, registry):
     assert isinstance(engine.config, ResolvedConfig) and isinstance(engine.config, Later)
     assert (engine.config.shiny, engine.config.shiny_budget) == (5, 7)
     assert engine.run_dir.name.endswith(engine.config.digest()) and engine.config.digest() != old.digest()
+    # A preset setting added later names the run only where it differs from its declared value.
+    before = Engine(old, registry=registry).config.digest()
+    assert Engine(later, registry=registry).config.digest() == before
+    assert Engine(later, shiny_budget=8, registry=registry).config.digest() != before
 
 
 def test_the_presets_may_set_what_is_declared_preset_and_resolve_fills_all_of_it():

@@ -65,6 +65,7 @@ class Setting:
     convert: Callable[[str], Any] | None = None
     unnamed: tuple[Any, ...] = ()
     resolved: bool = False
+    named_at_fallback: bool = False
 
     @property
     def names_run(self) -> bool:
@@ -80,11 +81,14 @@ class Setting:
         return self.resolved or self.from_preset
 
 
+_PLAIN = Setting("", cli=False)
+
+
 def setting(default: Any = None, help: str = "", *, kind: str = "identity", preset: Any = _FIXED,
             flags: tuple[str, ...] = (), cli: bool = True, choices: tuple[str, ...] = (), path: bool = False,
             shown_default: str | None = None, metavar: str | None = None,
             convert: Callable[[str], Any] | None = None, unnamed: tuple[Any, ...] = (),
-            resolved: bool = False) -> Any:
+            resolved: bool = False, named_at_fallback: bool = False) -> Any:
     """A :class:`RunConfig` field: the one declaration of a setting.
 
     Args:
@@ -104,11 +108,14 @@ def setting(default: Any = None, help: str = "", *, kind: str = "identity", pres
             earlier versions, so that their run folders keep their names).
         resolved: None until the engine fills it (as a preset setting is filled from the preset), so that
             its type, that of a :class:`ResolvedConfig`'s value, has no None.
+        named_at_fallback: a preset setting that names the run at every resolved value, ``preset``'s too
+            (the first preset settings: run folders were hashed so). Without it a preset setting names
+            the run only where its value differs from ``preset``, so adding one renames no run.
     """
     if kind not in SETTING_KINDS:
         raise ValueError(f"setting kind {kind!r} is not one of {', '.join(SETTING_KINDS)}")
     meta = {"setting": Setting(help, kind, preset, flags, cli, choices, path, shown_default, metavar, convert,
-                               unnamed, resolved)}
+                               unnamed, resolved, named_at_fallback)}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=None if preset is not _FIXED else default, metadata=meta)
@@ -156,7 +163,7 @@ class RunConfig:
     scorer: str = setting("magnitude", "Weight scorer: magnitude, random, ...")
     scorer_options: dict[str, Any] = _options_of("scorer", "")
     rounds: int = setting(help="Number of prunings (round 0 is the dense run).", kind="extent", preset=25)
-    steps_per_round: int = setting(help="Training steps per round.", preset=1000)
+    steps_per_round: int = setting(help="Training steps per round.", preset=1000, named_at_fallback=True)
     target_sparsity: float | None = setting(None, "Stop once this fraction is pruned (e.g. 0.95).", kind="extent")
     rewind: str = setting("tau", "Rewind survivors to theta_tau (tau), theta_0 (init), or keep trained weights "
                                  "(none).", choices=REWIND_MODES)
@@ -177,12 +184,14 @@ class RunConfig:
     init_seed: int | None = setting(None, "Seed of the initial weights alone, so that two runs share theta_0 but "
                                           "not their data order and noise (--seed 1 --init-seed 0).",
                                     shown_default="--seed")
-    batch_size: int = setting(help="Training batch size.", preset=128)
-    lr: float = setting(help="Peak learning rate.", preset=2e-4)
-    warmup_steps: int = setting(help="Steps of linear learning-rate warm-up.", preset=0)
-    grad_clip: float | None = setting(help="Clip the gradient norm to this; 0: no clipping.", preset=1.0)
-    ema_decay: float | None = setting(help="Decay of the weights' EMA; 0: no EMA.", preset=0.9999)
-    weight_decay: float = setting(help="Adam's weight decay.", preset=0.0)
+    batch_size: int = setting(help="Training batch size.", preset=128, named_at_fallback=True)
+    lr: float = setting(help="Peak learning rate.", preset=2e-4, named_at_fallback=True)
+    warmup_steps: int = setting(help="Steps of linear learning-rate warm-up.", preset=0, named_at_fallback=True)
+    grad_clip: float | None = setting(help="Clip the gradient norm to this; 0: no clipping.", preset=1.0,
+                                      named_at_fallback=True)
+    ema_decay: float | None = setting(help="Decay of the weights' EMA; 0: no EMA.", preset=0.9999,
+                                      named_at_fallback=True)
+    weight_decay: float = setting(help="Adam's weight decay.", preset=0.0, named_at_fallback=True)
     precision: str = setting("auto", "fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU.",
                              choices=PRECISIONS)
     compile: bool = setting(False, "torch.compile the network (on a GPU: channels-last layout inside the compiled "
@@ -365,8 +374,9 @@ def _hints(cls: type = RunConfig) -> dict[str, Any]:
 
 
 def settings(cls: type = RunConfig) -> dict[str, Setting]:
-    """Every setting's declaration, by field name, in declaration order."""
-    return {f.name: f.metadata["setting"] for f in fields(cls)}
+    """Every setting's declaration, by field name, in declaration order (a field a subclass adds without
+    :func:`setting` is an identity setting with no option)."""
+    return {f.name: f.metadata.get("setting", _PLAIN) for f in fields(cls)}
 
 
 def setting_types(cls: type = RunConfig) -> dict[str, Any]:
@@ -458,6 +468,8 @@ def identity_of(config: dict[str, Any], cls: type = RunConfig) -> dict[str, Any]
             continue
         value = _normal(key, value)
         if key in defaults and (value == _normal(key, defaults[key]) or (spec is not None and value in spec.unnamed)):
+            continue
+        if spec is not None and spec.from_preset and not spec.named_at_fallback and value == spec.preset:
             continue
         out[key] = value
     return out
