@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ticketforge import ComponentRecord, Option, hookimpl
 from ticketforge.protocols import Similarity
 from ticketforge.similarity.cka import CKA, activation_cka, cka, mask_jaccard, weight_cka
 
@@ -156,3 +157,38 @@ def test_cka_plot_names_the_modules_and_keeps_the_legend_off_the_axes_and_labels
     assert not any(legend.overlaps(box) for box in covered)
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+class _Half:
+    """A similarity plugin: every pair of representations is 0.5 alike (times a declared factor)."""
+
+    @staticmethod
+    @hookimpl
+    def ticketforge_similarities() -> list[ComponentRecord]:
+        return [ComponentRecord("half", lambda factor=1.0: (lambda x, y: 0.5 * factor), "a constant",
+                                (Option("factor", float, 1.0, "scales it"),))]
+
+
+def test_compare_looks_the_similarity_up_by_name(toy_config, monkeypatch):
+    import dataclasses
+    import json
+
+    from click.testing import CliRunner
+    from helpers import core_registry
+
+    import ticketforge.registry as reg
+    from ticketforge import Engine
+    from ticketforge.cli.main import cli
+    registry = core_registry(_Half())
+    monkeypatch.setattr(reg, "_registry", registry)
+    config = dataclasses.replace(toy_config, rounds=1, steps_per_round=4)
+    Engine(config, registry=registry).run()
+    run, runner = config.out, CliRunner()
+    for mode in ("weights", "activations"):
+        doc = json.loads(runner.invoke(cli, ["compare", run, run, "--json", "--mode", mode, "--similarity", "half",
+                                             "--similarity-option", "factor=2"], catch_exceptions=False).output)
+        assert doc["similarity"] == "half" and {r["cka"] for r in doc["modules"]} == {1.0}
+    bad = runner.invoke(cli, ["compare", run, run, "--similarity", "hlaf"])
+    assert bad.exit_code == 2 and "unknown similarity 'hlaf'" in bad.stderr and "Did you mean 'half'" in bad.stderr
+    bad = runner.invoke(cli, ["compare", run, run, "--similarity", "half", "--similarity-option", "f=1"])
+    assert bad.exit_code == 2 and "similarity 'half' has no option 'f'" in bad.stderr

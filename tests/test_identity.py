@@ -138,7 +138,7 @@ def test_extent_and_runtime_fields_and_data_root_spelling_keep_the_identity():
 
 
 def test_a_field_added_with_its_default_renames_no_run():
-    @dataclasses.dataclass
+    @dataclasses.dataclass(frozen=True)
     class Later(RunConfig):
         shiny_new_setting: int = 0
 

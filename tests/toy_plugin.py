@@ -31,6 +31,7 @@ class ToySpec:
     """Denoising autoencoder loss: enough to make weights move and magnitudes differ."""
 
     name = "toy"
+    default_sampler = "ddim"  # a name only: sample() ignores it
 
     def __init__(self, preset: str | None = None, width: int = 8):
         self.config = {"width": width}

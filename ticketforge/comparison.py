@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from .errors import UsageError
-from .similarity.cka import Kernel, activation_cka, mask_jaccard, weight_cka
+from .similarity.cka import capture_activations, mask_jaccard, weight_rows
 
 
 def _random_jaccard(da: float, db: float) -> float:
@@ -26,13 +26,30 @@ def _safe(score: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
+def similarity_measure(name: str = "cka", *, kernel: str = "linear", debiased: bool = True,
+                       options: dict[str, Any] | None = None, registry: Any = None) -> Any:
+    """The similarity ``name`` of the registry (``ticketforge list similarities``), built with ``options``;
+    ``kernel`` and ``debiased`` (``compare``'s --kernel and --biased) go to it where it declares them (cka)."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    declared = {o.name for o in registry.get("similarities", name).options}
+    given = {k: v for k, v in (("kernel", kernel), ("debiased", debiased)) if k in declared}
+    return registry.create("similarities", name, **{**given, **(options or {})})
+
+
 def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "linear", debiased: bool = True,
-                   samples: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Per-module CKA and mask Jaccard of two :class:`~ticketforge.api.LoadedRound`, upstream first.
+                   samples: int = 64, seed: int = 0, similarity: str = "cka",
+                   similarity_options: dict[str, Any] | None = None, registry: Any = None) -> dict[str, Any]:
+    """Per-module similarity (CKA by default) and mask Jaccard of two :class:`~ticketforge.api.LoadedRound`,
+    upstream first.
 
     ``weights`` mode compares ``module.weight`` rows (output channels as samples); ``activations``
     mode feeds ``samples`` identical example inputs (seeded) to both networks and compares outputs.
+    ``similarity`` is looked up in the registry (:func:`similarity_measure`).
     """
+    measure = similarity_measure(similarity, kernel=kernel, debiased=debiased, options=similarity_options,
+                                 registry=registry)
     if a.config.get("model") != b.config.get("model") or a.spec.config != b.spec.config:
         raise UsageError("the two runs use different models; CKA per module needs the same architecture")
     names = [(group.name, name) for group in a.groups for name, _ in group.modules]
@@ -41,8 +58,7 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
         raise UsageError(f"module {missing[0]!r} is not pruned in the second run: the runs' module groups differ")
     if mode == "weights":
         mods_a, mods_b = dict(a.network.named_modules()), dict(b.network.named_modules())
-        scores = {name: _safe(lambda n=name: weight_cka(mods_a[n], mods_b[n], debiased=debiased,
-                                                           kernel=cast(Kernel, kernel)))
+        scores = {name: _safe(lambda n=name: measure(weight_rows(mods_a[n]), weight_rows(mods_b[n])))
                   for _, name in names}
     elif mode == "activations":
         device = next(a.network.parameters()).device
@@ -50,8 +66,9 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
             torch.manual_seed(seed)
             inputs = tuple(a.spec.example_inputs(samples, device))
         b.network.to(device)
-        raw = activation_cka(a.network, b.network, inputs, [n for _, n in names], cast(Kernel, kernel),
-                             debiased=debiased)
+        acts_a = capture_activations(a.network, inputs, [n for _, n in names])
+        acts_b = capture_activations(b.network, inputs, [n for _, n in names])
+        raw = {n: float(measure(acts_a[n], acts_b[n])) for _, n in names}
         scores = {name: None if math.isnan(value) else value for name, value in raw.items()}
     else:
         raise UsageError(f"--mode must be weights or activations, not {mode!r}")
@@ -65,7 +82,7 @@ def compare_rounds(a: Any, b: Any, *, mode: str = "weights", kernel: str = "line
     all_b = torch.cat([b.masks[n].flatten() for _, n in names])
     return {"run_a": str(a.run_dir), "round_a": a.round, "run_b": str(b.run_dir), "round_b": b.round,
             "branch_a": branch_name(a), "branch_b": branch_name(b),
-            "mode": mode, "kernel": kernel, "debiased": debiased, "samples": samples if mode == "activations" else None,
+            "mode": mode, "similarity": similarity, "kernel": kernel, "debiased": debiased, "samples": samples if mode == "activations" else None,
             "jaccard": mask_jaccard(all_a, all_b), "modules": rows}
 
 

@@ -6,6 +6,7 @@ evaluator, dataset and (compiled) denoiser; :class:`Scoring` scores them one at 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ class Scoring:
     shards the sampling over the processes and rank 0 stores the scores.
     """
 
-    def __init__(self, evaluator_name: str, *, n_samples: int, sampler: str, steps: int, options: dict[str, Any],
+    def __init__(self, evaluator_name: str, *, n_samples: int, sampler: str | None, steps: int, options: dict[str, Any],
                  seed: int = 0, device: str = "auto", ema: bool = True, precision: str = "auto",
                  compile: bool = False) -> None:
         from .engine import distributed
@@ -91,7 +92,7 @@ class Scoring:
         self.ctx = distributed.setup(resolve_device(device))  # torchrun: join the process group, cuda:LOCAL_RANK
         self.denoiser = SamplerCache(precision, compile, self.ctx.device)
         self.dataset: Any = None
-        self._dataset_of: tuple[Any, Any] | None = None
+        self._dataset_of: tuple[Any, ...] | None = None
 
     def check_lock(self, path: str) -> None:
         """Refuse, before any work, a run (or branch) that another process is writing."""
@@ -101,10 +102,11 @@ class Scoring:
     def _data(self, path: str) -> Any:
         from .store import RunStore
         config = RunStore(path).read_config()
-        key = (config["dataset"], config.get("data_root"))
+        options = config.get("dataset_options") or {}
+        key = (config["dataset"], config.get("data_root"), json.dumps(options, sort_keys=True))
         if self._dataset_of is None:
             self.dataset = self.registry.create("datasets", config["dataset"], root=config.get("data_root"),
-                                                download=bool(config.get("download")), train=True)
+                                                download=bool(config.get("download")), train=True, **options)
             self._dataset_of = key
         elif key != self._dataset_of:
             raise UsageError(f"{path} trains on {key[0]} ({key[1]}), the items before it on {self._dataset_of[0]} "
@@ -121,7 +123,8 @@ class Scoring:
         dev = self.ctx.device
         gen = torch.Generator(device=dev).manual_seed(self.seed)
         scores = self.evaluator.evaluate(loaded.spec, network, dataset=dataset, n_samples=self.n_samples,
-                                         generator=gen, device=dev, sampler=self.sampler, steps=self.steps)
+                                         generator=gen, device=dev, steps=self.steps,
+                                         sampler=sampler_of(loaded.spec, self.sampler).get("sampler"))
         scores = {**scores, "seed": self.seed, "ema": self.ema, "precision": resolved, "compile": self.compile}
         if self.ctx.is_main:
             record_metrics(item.path, loaded.round, {self.evaluator_name: scores})
@@ -131,7 +134,14 @@ class Scoring:
                 "sparsity": loaded.record.get("sparsity"), "evaluator": self.evaluator_name, "scores": scores}
 
 
-def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str, steps: int,
+def sampler_of(spec: Any, sampler: str | None) -> dict[str, Any]:
+    """``{"sampler": name}`` for a model's ``sample``: ``sampler``, else the model's ``default_sampler``
+    (an optional attribute), else nothing (its ``sample``'s own default)."""
+    name = sampler or getattr(spec, "default_sampler", None)
+    return {"sampler": name} if name else {}
+
+
+def evaluate_items(items: list[EvalItem], evaluator_name: str, *, n_samples: int, sampler: str | None, steps: int,
                    options: dict[str, Any], seed: int = 0, device: str = "auto", ema: bool = True,
                    precision: str = "auto", compile: bool = False, progress: ProgressLike = None
                    ) -> list[dict[str, Any]]:

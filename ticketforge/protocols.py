@@ -11,27 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
+from .engine.config import TrainingDefaults  # made from RunConfig's preset settings
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
 Grouped = list[list["Tensor"]]
 """Tensors per module group, then per pruned tensor of that group (forward order)."""
-
-
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Hyperparameters a model preset proposes; the user's config overrides any of them."""
-
-    batch_size: int = 128
-    lr: float = 2e-4
-    warmup_steps: int = 0
-    grad_clip: float | None = 1.0
-    ema_decay: float | None = 0.9999
-    weight_decay: float = 0.0
-    steps_per_round: int = 1000
-    rounds: int = 25
-    dataset: str = "mnist-sample"
 
 
 @dataclass

@@ -116,6 +116,36 @@ class Registry:
         names = ", ".join(sorted(known)) or "none installed"
         raise PluginError(f"unknown {_SINGULAR[kind]} {name!r} (known: {names}).{did_you_mean}")
 
+    def only(self, kind: str) -> str:
+        """The name of the one usable component of ``kind`` (what a run uses when none is named); a usage
+        error naming them when there are none or several."""
+        names = list(self.records(kind))
+        if len(names) == 1:
+            return names[0]
+        what = f"{len(names)} {kind} are installed ({', '.join(names)})" if names else f"no {kind} are installed"
+        raise PluginError(f"{what}: name the {_SINGULAR[kind]} to use (--{_SINGULAR[kind]} NAME)")
+
+    def options(self, kind: str, name: str, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` options of component ``name`` checked against the options it declares, in the form a
+        run's hash takes: a declared default left out, a whole number given to a float option a float.
+
+        A one-line error for a name it does not declare (every name, when it declares none) or a value
+        of another type."""
+        record = self.get(kind, name)
+        what = f"{_SINGULAR[kind]} {name!r}"
+        allowed = {o.name for o in record.options}
+        unknown = sorted(set(given) - allowed)
+        if unknown:
+            known = f"options: {', '.join(sorted(allowed))}" if allowed else "it has none"
+            raise PluginError(f"{what} has no option {unknown[0]!r} ({known}; `ticketforge list {kind} --options`)")
+        checked = _check_option_types(what, record, given)
+        out = {}
+        for option in record.options:
+            if option.name in checked and checked[option.name] != option.default:
+                value = checked[option.name]
+                out[option.name] = float(value) if option.type is float and isinstance(value, int) else value
+        return out
+
     def create(self, kind: str, name: str, **options: Any) -> Any:
         """Build the component ``name`` of ``kind`` with its factory's keyword options."""
         record = self.get(kind, name)

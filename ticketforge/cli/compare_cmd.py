@@ -9,9 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..comparison import branch_name, compare_rounds
+from ..comparison import branch_name, compare_rounds, similarity_measure
 from ..plots import plot_cka, require_matplotlib
-from .options import check_seed, echo_json, json_option, round_option, writable_output
+from .options import check_seed, echo_json, given_options, json_option, key_values_option, round_option, writable_output
 
 
 def side_label(doc: dict[str, Any], side: str) -> str:
@@ -23,10 +23,11 @@ def side_label(doc: dict[str, Any], side: str) -> str:
 
 
 def render(doc: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{doc['mode']} CKA ({doc['kernel']}, {'debiased' if doc['debiased'] else 'biased'}): "
+    name = "CKA" if doc.get("similarity", "cka") == "cka" else doc["similarity"]
+    table = Table(title=f"{doc['mode']} {name} ({doc['kernel']}, {'debiased' if doc['debiased'] else 'biased'}): "
                         f"{side_label(doc, 'a')} vs {side_label(doc, 'b')}",
                   title_justify="left")
-    for col in ("group", "module", "CKA", "mask Jaccard", "random masks", "density a", "density b"):
+    for col in ("group", "module", name, "mask Jaccard", "random masks", "density a", "density b"):
         table.add_column(col, justify="left" if col in ("group", "module") else "right")
     for r in doc["modules"]:
         cka = "n/a" if r["cka"] is None else f"{r['cka']:.3f}"
@@ -47,9 +48,14 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @click.option("--branch-b", default=None, metavar="NAME",
               help="A branch of RUN_B instead of a round (RUN_B may be RUN_A: a ticket against its branch).")
 @click.option("--mode", type=click.Choice(["weights", "activations"]), default="weights", show_default=True)
-@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True)
+@click.option("--similarity", default="cka", show_default=True,
+              help="Similarity measure per module (see `ticketforge list similarities --options`).")
+@key_values_option("--similarity-option", "Option of the similarity, repeatable (e.g. threshold=0.5).")
+@click.option("--kernel", type=click.Choice(["linear", "rbf"]), default="linear", show_default=True,
+              help="The similarity's kernel option (cka's).")
 @click.option("--biased", is_flag=True,
-              help="Biased HSIC estimator (default: debiased, right when features outnumber samples).")
+              help="Biased HSIC estimator, the similarity's debiased=false (default: debiased, right when features "
+                   "outnumber samples).")
 @click.option("--samples", type=int, default=64, show_default=True, help="Inputs per forward pass (activations mode).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the example inputs (activations mode).")
 @click.option("--device", default="auto", show_default=True,
@@ -58,7 +64,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of CKA per module (needs matplotlib).")
 def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, branch_a: str | None,
-            branch_b: str | None, mode: str, kernel: str, biased: bool,
+            branch_b: str | None, mode: str, similarity: str, options: tuple[str, ...],
+            old_options: tuple[str, ...], kernel: str, biased: bool,
             samples: int, seed: int, device: str, as_json: bool, plot: str | None) -> None:
     """Compare two tickets module by module, upstream to downstream: CKA and mask Jaccard.
 
@@ -72,13 +79,17 @@ def command(run_a: str, run_b: str, round_: int | None, round_b: int | None, bra
     if plot:
         require_matplotlib()
         writable_output(plot, "--plot")  # before the comparison, not after it
+    similarity_options = given_options(options, old_options, "--similarity-option")
+    similarity_measure(similarity, options=similarity_options)  # a wrong name or option: before loading
     path_a, k_a, _ = resolve_source(run_a, branch_a, round_)
     # RUN_B's round defaults to --round, unless RUN_B's side is a branch (a branch has one round).
     path_b, k_b, _ = resolve_source(run_b, branch_b, round_b if round_b is not None or branch_b else round_)
     dev = str(resolve_device(device))
     a = load_round(path_a, k_a, device=dev)
     b = load_round(path_b, k_b, device=dev)
-    doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed)
+    doc = compare_rounds(a, b, mode=mode, kernel=kernel, debiased=not biased, samples=samples, seed=seed,
+                         similarity=similarity,
+                         similarity_options=similarity_options)
     if plot:
         def short(loaded: Any, branch: str | None, run: str) -> str:
             return f"{Path(run).name}/{branch_name(loaded) or branch if branch else loaded.round}"

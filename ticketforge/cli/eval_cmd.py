@@ -72,7 +72,7 @@ def eval_items(run: str, round_: int | None, all_rounds: bool, branch: str | Non
 @progress_option
 @json_option
 def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, all_branches: bool, evaluator: str,
-            n_samples: int, sampler: str, steps: int, options: tuple[str, ...], old_options: tuple[str, ...],
+            n_samples: int, sampler: str | None, steps: int, options: tuple[str, ...], old_options: tuple[str, ...],
             seed: int, no_ema: bool, device: str, threads: int | str, precision: str, compile_: bool,
             progress: str, as_json: bool) -> None:
     """Score generated samples of a round (or --all rounds) and store the scores with the round.
@@ -110,5 +110,6 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
     if as_json:
         echo_json(results)
         return
-    Console().print(scores_table(results, f"{evaluator} of {run} ({n_samples} samples, {sampler} {steps} steps, "
+    drawn_by = sampler or "the model's sampler"
+    Console().print(scores_table(results, f"{evaluator} of {run} ({n_samples} samples, {drawn_by} {steps} steps, "
                                           f"seed {seed})"))

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
-from ..engine.threads import check_threads
+from ..engine.threads import THREADS_HELP, check_threads
 from ..errors import ConfigError, UsageError
 from .failures import os_error_line
 
@@ -87,17 +87,13 @@ class ThreadsParam(click.ParamType):
             self.fail(str(exc).removeprefix("--threads "), param, ctx)
 
 
-THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (where two threads "
-                "run several times slower once other work shares the cores; docs/performance.md), torch's "
-                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Another count changes results "
-                "only by float rounding.")
-
 
 def sampling_options(func):
     """``--sampler``, ``--steps``, ``--seed``, ``--no-ema``, ``--device``, ``--threads``, ``--precision`` and
     ``--compile``: how images are drawn from a round."""
     for option in reversed([
-        click.option("--sampler", default="ddim", show_default=True, help="Sampler of the model plugin (ddpm, ddim)."),
+        click.option("--sampler", default=None,
+                     help="Sampler of the model plugin (ddpm-unet: ddpm, ddim). [default: the model's]"),
         click.option("--steps", type=int, default=100, show_default=True, help="Denoising steps."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampling noise."),
         click.option("--no-ema", is_flag=True, help="Use the raw trained weights instead of their EMA."),

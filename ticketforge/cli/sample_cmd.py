@@ -14,6 +14,7 @@ from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
 from ..engine.threads import apply_threads
 from ..errors import UsageError
+from ..evaluation import sampler_of
 from ..progress import using
 from ..store.atomic import atomic_write_bytes
 from .options import (
@@ -37,7 +38,7 @@ from .options import (
 @sampling_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG grid to write.")
 @progress_option
-def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str, steps: int,
+def command(run: str, round_: int | None, branch: str | None, n: int, sampler: str | None, steps: int,
             options: tuple[str, ...], old_options: tuple[str, ...], seed: int, no_ema: bool, device: str,
             threads: int | str, precision: str, compile_: bool, out: str, progress: str) -> None:
     """Sample a grid of images from a round's ticket, or a branch's (EMA weights by default)."""
@@ -56,8 +57,8 @@ def command(run: str, round_: int | None, branch: str | None, n: int, sampler: s
         network, _ = sampling_network(loaded.network, precision, compile_, dev)
         gen = torch.Generator(device=dev).manual_seed(seed)
         with torch.no_grad():
-            images = loaded.spec.sample(network, n, generator=gen, sampler=sampler, steps=steps,
-                                        **sampler_options)
+            images = loaded.spec.sample(network, n, generator=gen, steps=steps,
+                                        **sampler_of(loaded.spec, sampler), **sampler_options)
     png = io.BytesIO()
     save_image(images.float().cpu(), png, nrow=max(1, int(n ** 0.5)), format="png")
     atomic_write_bytes(out, png.getvalue())  # never a half-written grid

@@ -1,7 +1,13 @@
-"""The run configuration: one flat, typed record that a TOML file, CLI flags or Python fill in.
+"""The run configuration: every setting of a run declared once, as one field of :class:`RunConfig`.
 
-``None`` means "the model preset's default"; :meth:`RunConfig.resolve` fills those in, and the
-resolved config is what the run directory's hash and ``config.json`` are made of.
+A setting is a dataclass field made by :func:`setting`: its annotation is its type, and its
+:class:`Setting` metadata holds its help, its kind (whether it names the run), where the model presets
+may set it and how the command line spells it. Everything else is derived from that one declaration:
+the ``ticketforge run`` options (``cli/settings_options.py``), the TOML keys, ``Engine(**overrides)``,
+the run hash (:func:`identity_of`), the presets' :class:`TrainingDefaults` and docs/cli.md.
+
+A preset setting (``preset=...``) holds None until :meth:`RunConfig.resolve` fills it from the model
+preset's defaults; the :class:`ResolvedConfig` it returns is frozen and has every one filled.
 """
 
 from __future__ import annotations
@@ -15,12 +21,11 @@ import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError
-from ..protocols import TrainingDefaults
-from ..typecheck import problem
-from .threads import check_threads
+from ..typecheck import fits, problem
+from .threads import THREADS_HELP, check_threads
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,74 +37,202 @@ BASELINES = ("none", "random-reinit", "random-prune")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 SEED_MIN, SEED_MAX = -(2 ** 63), 2 ** 64 - 1  # what torch.manual_seed takes
 
-# Fields that change how a run is executed or shown, not what it computes: not part of its identity.
-# ``world_size`` (processes under torchrun) is recorded but kept out, so a run may resume on another
-# number of GPUs: the global batch and its data are the same, only float reduction order and the
-# per-rank noise streams differ. ``threads`` (torch's CPU threads) likewise changes the order of float
-# sums only.
-RUNTIME_FIELDS = frozenset({"device", "out", "log_every", "checkpoint_every", "artifacts", "runs_root",
-                            "world_size", "cuda_graphs", "ticket_run", "threads"})
+# What a setting is to a run (Setting.kind):
+#   identity:  what the run computes; names its folder (the hash lists it when not its default).
+#   extent:    how far the run goes; a finished run given more rounds (or a higher target sparsity)
+#              continues in the same folder, with the masks an uninterrupted run gets.
+#   runtime:   how the run is executed or shown (device, threads, paths, the process count), not what
+#              it computes; a run may resume with another value.
+#   recording: what the run records on the way (asking for more rewind points never renames a run).
+SETTING_KINDS = ("identity", "extent", "runtime", "recording")
 
-# Fields that say what a run records along the way, not what it computes: not part of its identity
-# either (asking for more rewind points never renames or invalidates a run).
-RECORDING_FIELDS = frozenset({"keep_rewind_points"})
-NON_IDENTITY_FIELDS = RUNTIME_FIELDS | RECORDING_FIELDS
+_FIXED: Any = object()  # Setting.preset of a setting no preset sets
 
 
-# Fields that say how far a run goes, not what it is: a finished run given more rounds (or a higher
-# target sparsity) continues where it stopped, in the same folder, with the masks an uninterrupted
-# run gets (round k depends on rounds 0..k-1 only).
-EXTENT_FIELDS = frozenset({"rounds", "target_sparsity"})
+@dataclass(frozen=True)
+class Setting:
+    """What a :class:`RunConfig` field is, besides its type and default (see :func:`setting`)."""
 
-# Fields that hold a path: in a TOML file they are read relative to the file's own folder.
-PATH_FIELDS = ("data_root", "out", "runs_root", "ticket_run")
+    help: str
+    kind: str = "identity"
+    preset: Any = _FIXED
+    flags: tuple[str, ...] = ()
+    cli: bool = True
+    choices: tuple[str, ...] = ()
+    path: bool = False
+    shown_default: str | None = None
+    metavar: str | None = None
+    convert: Callable[[str], Any] | None = None
+    unnamed: tuple[Any, ...] = ()
+    resolved: bool = False
+    named_at_fallback: bool = False
+
+    @property
+    def names_run(self) -> bool:
+        return self.kind == "identity"
+
+    @property
+    def from_preset(self) -> bool:
+        return self.preset is not _FIXED
+
+    @property
+    def filled(self) -> bool:
+        """None until the config is resolved (a preset setting, or ``resolved``): its type has no None."""
+        return self.resolved or self.from_preset
 
 
-@dataclass
+_PLAIN = Setting("", cli=False)
+
+
+def setting(default: Any = None, help: str = "", *, kind: str = "identity", preset: Any = _FIXED,
+            flags: tuple[str, ...] = (), cli: bool = True, choices: tuple[str, ...] = (), path: bool = False,
+            shown_default: str | None = None, metavar: str | None = None,
+            convert: Callable[[str], Any] | None = None, unnamed: tuple[Any, ...] = (),
+            resolved: bool = False, named_at_fallback: bool = False) -> Any:
+    """A :class:`RunConfig` field: the one declaration of a setting.
+
+    Args:
+        default: the value when nobody gives one (a list or dict is copied for every config). A preset
+            setting's is None: "the preset's".
+        help: the ``--help`` text of its option (``[default: ...]`` is added from ``default``).
+        kind: identity, extent, runtime or recording (see :data:`SETTING_KINDS`); only identity
+            settings name the run, and only when they differ from ``default``.
+        preset: makes it a preset setting: a model preset's :class:`TrainingDefaults` may set it, and
+            this is its value when the preset does not.
+        flags: the option's spellings (``--name`` with dashes when empty); ``cli=False``: no option.
+        choices: the values it takes (the option and :meth:`RunConfig.check` refuse others).
+        path: a path, read relative to the TOML file that gives it.
+        shown_default: the ``[default: ...]`` text when the value itself does not say it.
+        metavar, convert: the option's placeholder and the parser of its text (else the type's).
+        unnamed: values that name the run as ``default`` does (kept out of the hash: the defaults of
+            earlier versions, so that their run folders keep their names).
+        resolved: None until the engine fills it (as a preset setting is filled from the preset), so that
+            its type, that of a :class:`ResolvedConfig`'s value, has no None.
+        named_at_fallback: a preset setting that names the run at every resolved value, ``preset``'s too
+            (the first preset settings: run folders were hashed so). Without it a preset setting names
+            the run only where its value differs from ``preset``, so adding one renames no run.
+    """
+    if kind not in SETTING_KINDS:
+        raise ValueError(f"setting kind {kind!r} is not one of {', '.join(SETTING_KINDS)}")
+    meta = {"setting": Setting(help, kind, preset, flags, cli, choices, path, shown_default, metavar, convert,
+                               unnamed, resolved, named_at_fallback)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=None if preset is not _FIXED else default, metadata=meta)
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"takes comma-separated fractions such as 0,0.05,0.2, not {text!r}") from None
+
+
+def _threads(text: str) -> int | str:
+    return check_threads(text.strip().lower(), "threads")
+
+COMPONENT_OPTIONS = ("model", "schedule", "scorer", "dataset")
+"""The components whose declared options a run sets (``--<kind>-option KEY=VALUE``, ``[<kind>-options]``)."""
+
+
+def _options_of(kind: str, example: str) -> Any:
+    return setting({}, f"Option of the {kind}, repeatable{example}; `ticketforge list {kind}s --options` shows "
+                       f"each {kind}'s.", flags=(f"--{kind}-option",), metavar="KEY=VALUE")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a lottery-ticket run. Percent values are written as in the paper."""
 
-    model: str = "ddpm-unet"
-    preset: str | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str | None = None
-    data_root: str | None = None
-    download: bool = False
-    schedule: str = "incremental"
-    p: float = 20.0
-    q: float = 1.0
-    scorer: str = "magnitude"
-    rounds: int | None = None
-    steps_per_round: int | None = None
-    target_sparsity: float | None = None
-    rewind: str = "tau"
-    tau_frac: float = 0.05
-    keep_rewind_points: list[float] = field(default_factory=list)  # fractions of round 0 whose weights are kept
-    baseline: str = "none"
-    seed: int = 0
-    init_seed: int | None = None  # seed of the initial weights alone; None: ``seed``
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    weight_decay: float | None = None
-    precision: str = "auto"
-    compile: bool = False
-    cuda_graphs: bool | None = None  # whole training step as one CUDA graph; None: with compile on one GPU
-    device: str = "auto"
-    threads: int | str = "auto"  # torch's CPU threads: a count, or auto (see threads.py)
-    out: str | None = None
-    runs_root: str = "runs"
-    log_every: int = 50
-    checkpoint_every: int = 500
-    artifacts: bool = True
-    world_size: int = 1  # set by the engine from torchrun's WORLD_SIZE; recorded, not chosen
-    ticket_run: str | None = None  # random-prune: the ticket's run folder; None: where baseline "none" puts it
+    # Run folders made while the core defaulted to ddpm-unet have no model in their hash: kept so.
+    model: str = setting(None, "Model plugin name (see `ticketforge list models`).",
+                         shown_default="the only installed model", unnamed=("ddpm-unet",), resolved=True)
+    preset: str | None = setting(None, "Model preset, e.g. quickstart, mnist, cifar10.", shown_default="the model's")
+    model_options: dict[str, Any] = _options_of("model", " (e.g. ch=64)")
+    dataset: str = setting(help="Dataset name (see `ticketforge list datasets`).", preset=None)
+    data_root: str | None = setting(None, "Folder (or file) the dataset is read from.", path=True)
+    download: bool = setting(False, "Let torchvision download the dataset into --data-root.")
+    dataset_options: dict[str, Any] = _options_of("dataset", " (e.g. size=32 for imagefolder)")
+    schedule: str = setting("incremental", "Pruning schedule: uniform, incremental, global, ...")
+    schedule_options: dict[str, Any] = _options_of("schedule", " (e.g. p=20)")
+    # Long names first: after `torchrun`, argparse takes --p for its own --print-completion (torch >= 2.14).
+    p: float = setting(20.0, "Percent of each group's remaining weights pruned per round (the paper's p; "
+                             "the schedule option p).", flags=("--prune-percent", "--p"))
+    q: float = setting(1.0, "Incremental schedule: group j prunes p + j*q percent (the paper's q; the schedule "
+                            "option q).", flags=("--prune-increment", "--q"))
+    scorer: str = setting("magnitude", "Weight scorer: magnitude, random, ...")
+    scorer_options: dict[str, Any] = _options_of("scorer", "")
+    rounds: int = setting(help="Number of prunings (round 0 is the dense run).", kind="extent", preset=25)
+    steps_per_round: int = setting(help="Training steps per round.", preset=1000, named_at_fallback=True)
+    target_sparsity: float | None = setting(None, "Stop once this fraction is pruned (e.g. 0.95).", kind="extent")
+    rewind: str = setting("tau", "Rewind survivors to theta_tau (tau), theta_0 (init), or keep trained weights "
+                                 "(none).", choices=REWIND_MODES)
+    tau_frac: float = setting(0.05, "Rewind point as a fraction of the round's steps.")
+    keep_rewind_points: list[float] = setting(
+        [], "Also keep theta at these fractions of round 0's steps (e.g. 0,0.05,0.2), so that `ticketforge branch "
+            "--rewind-fraction F` can start from them later. Not part of the run's identity; asked for once round "
+            "0 is finished, they can no longer be recorded.", kind="recording", metavar="F,F,...",
+        convert=_fractions, shown_default="")
+    baseline: str = setting("none", "Iterative sanity baseline, a pruning trajectory of its own: random-reinit "
+                                    "(rewinds every round to a second init) or random-prune (random positions at "
+                                    "the ticket's per-tensor counts). The canonical controls of one ticket are "
+                                    "`ticketforge branch`.", choices=BASELINES)
+    ticket_run: str | None = setting(None, "random-prune: the run folder of its ticket (the same config with "
+                                           "--baseline none), whose per-tensor counts each round copies.",
+                                     kind="runtime", path=True, shown_default="the folder that config's hash names")
+    seed: int = setting(0, "Seed of init, data order, noise and random choices.")
+    init_seed: int | None = setting(None, "Seed of the initial weights alone, so that two runs share theta_0 but "
+                                          "not their data order and noise (--seed 1 --init-seed 0).",
+                                    shown_default="--seed")
+    batch_size: int = setting(help="Training batch size.", preset=128, named_at_fallback=True)
+    lr: float = setting(help="Peak learning rate.", preset=2e-4, named_at_fallback=True)
+    warmup_steps: int = setting(help="Steps of linear learning-rate warm-up.", preset=0, named_at_fallback=True)
+    grad_clip: float | None = setting(help="Clip the gradient norm to this; 0: no clipping.", preset=1.0,
+                                      named_at_fallback=True)
+    ema_decay: float | None = setting(help="Decay of the weights' EMA; 0: no EMA.", preset=0.9999,
+                                      named_at_fallback=True)
+    weight_decay: float = setting(help="Adam's weight decay.", preset=0.0, named_at_fallback=True)
+    precision: str = setting("auto", "fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU.",
+                             choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the network (on a GPU: channels-last layout inside the compiled "
+                                   "graph).")
+    cuda_graphs: bool | None = setting(None, "Record each round's whole training step (loss, backward, clipping, "
+                                             "Adam, EMA) as one CUDA graph after 3 eager steps and replay it. One "
+                                             "GPU only.", kind="runtime", shown_default="on with --compile on one GPU")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.", kind="runtime")
+    threads: int | str = setting("auto", THREADS_HELP + " Recorded, not part of the run's identity (a run may resume "
+                                 "with another count).", kind="runtime", metavar="auto|N", convert=_threads)
+    out: str | None = setting(None, "Run folder.", kind="runtime", path=True,
+                              shown_default="runs/<model>-<schedule>[-<scorer>][-<baseline>]-<config hash>, scorer "
+                                            "and baseline when not the default")
+    runs_root: str = setting("runs", "Folder the default run folders are made in.", kind="runtime", path=True)
+    log_every: int = setting(50, "Log (and check the loss) every N steps.", kind="runtime")
+    checkpoint_every: int = setting(500, "Checkpoint the round every N steps.", kind="runtime")
+    artifacts: bool = setting(True, "Write sample grids each round.", kind="runtime")
+    # World_size (processes under torchrun) is recorded but kept out of the identity, so a run may resume on
+    # another number of GPUs: the global batch and its data are the same, only float reduction order and the
+    # per-rank noise streams differ. Threads likewise change the order of float sums only.
+    world_size: int = setting(1, "Processes under torchrun: set by the engine from WORLD_SIZE.", kind="runtime",
+                              cli=False)
+
+    def __post_init__(self) -> None:
+        # p and q are the schedule options p and q with flags of their own: given either way, they are kept
+        # here, where the hash has always had them (a run folder's name does not depend on the spelling).
+        options = self.schedule_options
+        if isinstance(options, dict) and any(k in options for k in ("p", "q")):
+            for key in ("p", "q"):
+                if key in options:
+                    value = options[key]
+                    bad = problem(f"schedule option {key!r}", value, float)
+                    if bad:
+                        raise ConfigError(bad)
+                    object.__setattr__(self, key, float(value))
+            object.__setattr__(self, "schedule_options", {k: v for k, v in options.items() if k not in ("p", "q")})
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":
-        """Read a TOML file holding the same keys as the CLI flags (``steps-per-round`` or ``steps_per_round``).
+        """Read a TOML file holding the same keys as the CLI flags (``steps-per-round`` or ``steps_per_round``;
+        component options as tables, ``[schedule-options]``).
 
         Relative paths in it (``data-root``, ``out``, ``runs-root``, ``ticket-run``) are relative to the
         file's folder, so that a config works from any working directory; absolute ones, and ``~/...``,
@@ -119,9 +252,12 @@ class RunConfig:
         unknown = sorted(set(clean) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-        config = cls(**clean)
-        config.check_types(source)
-        return config
+        for kind in COMPONENT_OPTIONS:  # option names as the command line writes them: prune-input-conv
+            options = clean.get(f"{kind}_options")
+            if isinstance(options, dict):
+                clean[f"{kind}_options"] = {str(k).replace("-", "_"): v for k, v in options.items()}
+        check_types(clean, source, cls)
+        return cls(**clean)
 
     def merged(self, overrides: dict[str, Any]) -> "RunConfig":
         """A copy with every non-None override applied (CLI flags over a config file)."""
@@ -129,22 +265,16 @@ class RunConfig:
 
     def check_types(self, source: str = "") -> None:
         """Refuse a value whose type is not its field's annotation (``rounds = true``, ``lr = "1e-3"``)."""
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            bad = problem(f.name.replace("_", "-"), getattr(self, f.name), hints[f.name])
-            if bad:
-                raise ConfigError(f"{source + ': ' if source else ''}{bad}")
+        check_types({f.name: getattr(self, f.name) for f in fields(self)}, source, type(self))
 
     def check(self) -> None:
         """Refuse impossible values before any work starts."""
         self.check_types()
         self.check_numbers()
-        if self.rewind not in REWIND_MODES:
-            raise ConfigError(f"rewind must be one of {', '.join(REWIND_MODES)}, not {self.rewind!r}")
-        if self.baseline not in BASELINES:
-            raise ConfigError(f"baseline must be one of {', '.join(BASELINES)}, not {self.baseline!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        for name, spec in settings(type(self)).items():
+            value = getattr(self, name)
+            if spec.choices and value is not None and value not in spec.choices:
+                raise ConfigError(f"{name} must be one of {', '.join(spec.choices)}, not {value!r}")
         if not 0.0 <= self.tau_frac < 1.0:
             raise ConfigError(f"tau_frac must be in [0, 1), not {self.tau_frac}")
         if self.target_sparsity is not None and not 0.0 < self.target_sparsity < 1.0:
@@ -182,17 +312,23 @@ class RunConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must fit in 64 bits ({SEED_MIN} to {SEED_MAX}), "
                                   f"not {value}")
 
-    def resolve(self, defaults: TrainingDefaults) -> "RunConfig":
-        """Fill every None hyperparameter from the model preset's defaults."""
-        filled = {f.name: getattr(defaults, f.name) for f in fields(TrainingDefaults) if getattr(self, f.name) is None}
-        return dataclasses.replace(self, **filled)
+    def resolve(self, defaults: TrainingDefaults) -> "ResolvedConfig":
+        """Every preset setting that is None filled from the model preset's defaults, as a :class:`ResolvedConfig`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, spec in settings(type(self)).items():
+            if spec.from_preset and values[name] is None:
+                values[name] = getattr(defaults, name, spec.preset)
+        if values["dataset"] is None:
+            raise ConfigError(f"model {self.model!r} (preset {self.preset or 'its default'}) names no dataset: "
+                              f"give one with --dataset (see `ticketforge list datasets`)")
+        return resolved_type(type(self))(**values)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what the run computes (what its hash is made of).
+        """The settings that define what the run computes (what its hash is made of).
 
-        Only fields whose value differs from the field's default count, so that a field added later
-        (with a default that keeps the old behaviour) never renames an existing run's folder.
-        Runtime and extent fields never count; ``data_root`` counts in its normal form."""
+        Only identity settings whose value differs from the default count, so that a setting added later
+        (with a default that keeps the old behaviour) never renames an existing run's folder; ``data_root``
+        counts in its normal form."""
         return identity_of(dataclasses.asdict(self), type(self))
 
     def digest(self) -> str:
@@ -201,8 +337,101 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class ResolvedConfig(RunConfig):
+    """A :class:`RunConfig` whose preset settings are all filled in (:meth:`RunConfig.resolve`): what a run is
+    made of and what the engine reads, each setting of its declared type."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        hints = _hints(type(self))
+        for name, spec in settings(type(self)).items():
+            if spec.filled and getattr(self, name) is None and not fits(None, hints[name]):
+                raise ConfigError(f"{name.replace('_', '-')} was not resolved: the engine fills it")
+
+
+_RESOLVED: dict[type, type[ResolvedConfig]] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def resolved_type(cls: type[RunConfig]) -> type[ResolvedConfig]:
+    """The resolved counterpart of ``cls``: :class:`ResolvedConfig`, or one made for a subclass that adds
+    settings (as a test does)."""
+    if issubclass(cls, ResolvedConfig):
+        return cls
+    if cls is RunConfig:
+        return ResolvedConfig
+    if cls not in _RESOLVED:
+        made: type[ResolvedConfig] = type(f"Resolved{cls.__name__}", (ResolvedConfig, cls), {})
+        _RESOLVED[cls] = dataclass(frozen=True)(made)
+    return _RESOLVED[cls]
+
+
+def _hints(cls: type = RunConfig) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def settings(cls: type = RunConfig) -> dict[str, Setting]:
+    """Every setting's declaration, by field name, in declaration order (a field a subclass adds without
+    :func:`setting` is an identity setting with no option)."""
+    return {f.name: f.metadata.get("setting", _PLAIN) for f in fields(cls)}
+
+
+def setting_types(cls: type = RunConfig) -> dict[str, Any]:
+    """Every setting's type as given before resolution (a preset setting may also be None: the preset's)."""
+    hints = _hints(cls)
+    return {name: hints[name] | None if spec.filled else hints[name] for name, spec in settings(cls).items()}
+
+
+def check_types(values: dict[str, Any], source: str = "", cls: type = RunConfig) -> None:
+    """Refuse a value whose type is not its setting's (``rounds = true``, ``lr = "1e-3"``)."""
+    types = setting_types(cls)
+    for name, value in values.items():
+        bad = problem(name.replace("_", "-"), value, types[name])
+        if bad:
+            raise ConfigError(f"{source + ': ' if source else ''}{bad}")
+
+
+def _of_kind(*kinds: str) -> frozenset[str]:
+    return frozenset(name for name, spec in settings().items() if spec.kind in kinds)
+
+
+RUNTIME_FIELDS = _of_kind("runtime")
+RECORDING_FIELDS = _of_kind("recording")
+EXTENT_FIELDS = _of_kind("extent")
+NON_IDENTITY_FIELDS = _of_kind("runtime", "recording", "extent")
+PATH_FIELDS = tuple(name for name, spec in settings().items() if spec.path)
+PRESET_FIELDS = tuple(name for name, spec in settings().items() if spec.from_preset)
+
+
+def _training_defaults() -> type:
+    hints = _hints()
+    made = dataclasses.make_dataclass(
+        "TrainingDefaults",
+        [(name, hints[name] | None, field(default=settings()[name].preset)) for name in PRESET_FIELDS],
+        frozen=True)
+    made.__module__ = "ticketforge.protocols"  # where plugins import it from
+    made.__doc__ = ("Hyperparameters a model preset proposes; the user's config overrides any of them.\n\n"
+                    "Its fields are the preset settings of RunConfig (``setting(..., preset=...)``), each "
+                    "defaulting to the value that declaration gives.")
+    return made
+
+
+if TYPE_CHECKING:
+    class TrainingDefaults:
+        """The preset settings a model preset proposes (a frozen dataclass made from :class:`RunConfig`)."""
+
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    TrainingDefaults = _training_defaults()
+
+
 def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``data`` with each relative path field (either spelling of its key) joined to ``folder``.
+    """``data`` with each relative path setting (either spelling of its key) joined to ``folder``.
 
     The result is normalised (``experiments/../.data`` is ``.data``) and stays relative when ``folder``
     is, so a path means the same file as before and ``data_root`` keeps its identity."""
@@ -229,25 +458,28 @@ def _normal(key: str, value: Any) -> Any:
 def identity_of(config: dict[str, Any], cls: type = RunConfig) -> dict[str, Any]:
     """The identity of a config given as a dict (a stored ``config.json`` or ``asdict(RunConfig)``).
 
-    Keys that are not config fields (``model_config``) count as they are; a field missing from
-    ``config`` has its default, so it does not count."""
-    defaults = _field_defaults(cls)
+    Keys that are not settings (``model_config``) count as they are; a setting missing from ``config``
+    has its default, so it does not count, nor does one of another kind than identity."""
+    defaults, declared = _field_defaults(cls), settings(cls)
     out = {}
     for key, value in config.items():
-        if key in NON_IDENTITY_FIELDS or key in EXTENT_FIELDS:
+        spec = declared.get(key)
+        if spec is not None and not spec.names_run:
             continue
         value = _normal(key, value)
-        if key in defaults and value == _normal(key, defaults[key]):
+        if key in defaults and (value == _normal(key, defaults[key]) or (spec is not None and value in spec.unnamed)):
+            continue
+        if spec is not None and spec.from_preset and not spec.named_at_fallback and value == spec.preset:
             continue
         out[key] = value
     return out
 
 
 def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable ``key: stored -> current`` lines for the identity fields that differ.
+    """Human-readable ``key: stored -> current`` lines for the identity settings that differ.
 
-    Consistent with :meth:`RunConfig.identity`: runtime and extent fields are no differences, and a
-    key missing on one side equals the field's default."""
+    Consistent with :meth:`RunConfig.identity`: settings of other kinds are no differences, and a key
+    missing on one side equals the setting's default."""
     a, b = identity_of(stored), identity_of(current)
     defaults = _field_defaults()
     return [f"{k}: {a.get(k, defaults.get(k))!r} -> {b.get(k, defaults.get(k))!r}"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -89,7 +91,8 @@ def _write_cache(cache: Path, images: Tensor) -> None:
         warn_cache("data cache", cache, exc)
 
 
-def cache_path(dataset: str, root: str | None, source: Dataset | None = None) -> Path | None:
+def cache_path(dataset: str, root: str | None, source: Dataset | None = None,
+               options: dict[str, Any] | None = None) -> Path | None:
     """Where the uint8 copy of ``source`` (dataset ``dataset`` read from ``root``) is cached, keyed by
     its content; None: not worth caching.
 
@@ -106,7 +109,8 @@ def cache_path(dataset: str, root: str | None, source: Dataset | None = None) ->
         fingerprint = None
     if fingerprint is None:
         return None
-    key = hashlib.sha256(f"{dataset}|train|{fingerprint}".encode()).hexdigest()[:16]
+    given = f"|{json.dumps(options, sort_keys=True, default=str)}" if options else ""  # the dataset's options
+    key = hashlib.sha256(f"{dataset}|train|{fingerprint}{given}".encode()).hexdigest()[:16]
     return cache_root() / "data" / f"{dataset}-{key}.pt"
 
 

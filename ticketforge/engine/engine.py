@@ -23,7 +23,7 @@ from ..pruning.targets import PrunableNetwork
 from ..registry import Registry, get_registry
 from ..store import RunStore
 from . import distributed
-from .config import RunConfig
+from .config import ResolvedConfig, RunConfig
 from .contract import check_images
 from .data import BatchSource, cache_path, materialize
 from .loop import run_rounds
@@ -123,28 +123,29 @@ class Engine:
                  schedule: Schedule | str | None = None, scorer: Scorer | str | None = None,
                  registry: Registry | None = None, fresh: bool = False, **overrides: Any) -> None:
         config = config or RunConfig()
-        names = {f.name for f in dataclasses.fields(RunConfig)}
+        names = {f.name for f in dataclasses.fields(config)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"unknown run option {unknown[0]!r}")
         for key, obj in (("model", model), ("schedule", schedule), ("scorer", scorer)):
             if obj is not None:
                 overrides[key] = _component_name(obj, key)
-        self.config = dataclasses.replace(config, **overrides)
-        self.config.check()
-        self._asked = self.config  # before the preset's defaults: what a command line would say
+        asked = dataclasses.replace(config, **overrides)
+        asked.check()
+        self._asked = asked  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
         self._objects: dict[str, Any] = {"model": model, "schedule": schedule, "scorer": scorer}
-        self.spec = self._model()
-        self.config = self.config.resolve(self.spec.defaults)
+        if asked.model is None:  # no default in the core: the installed model plugin's
+            asked = dataclasses.replace(asked, model=self.registry.only("models"))
+        self.spec = self._model(asked)
+        self.config: ResolvedConfig = self._checked_options(asked.resolve(self.spec.defaults))
         self.schedule = self._component("schedules", "schedule", self._schedule_options())
-        self.scorer = self._component("scorers", "scorer", {})
+        self.scorer = self._component("scorers", "scorer", self.config.scorer_options)
         self.device = resolve_device(self.config.device)
         # Under torchrun: join the process group; a GPU becomes cuda:LOCAL_RANK (see distributed.py).
         self.dist = distributed.setup(self.device)
         self.device = self.dist.device
-        assert self.config.batch_size is not None  # resolve() filled it, as every preset field below
         self.dist.check_batch_size(self.config.batch_size)
         self.config = dataclasses.replace(self.config, world_size=self.dist.world_size)
         self.precision = resolve_precision(self.config.precision, self.device)
@@ -174,20 +175,40 @@ class Engine:
         return self.dist.hooks(self.registry.hook)
 
     # -- components -------------------------------------------------------------------------------
-    def _model(self) -> ModelSpec:
+    def _model(self, config: RunConfig) -> ModelSpec:
         obj = self._objects["model"]
         if obj is not None and not isinstance(obj, str):
             return obj
-        options = dict(self.config.model_options)
-        if self.config.preset is not None:
-            options["preset"] = self.config.preset
-        return self.registry.create("models", self.config.model, **options)
+        options = dict(config.model_options)
+        if config.preset is not None:
+            options["preset"] = config.preset
+        return self.registry.create("models", config.model, **options)
 
-    def _schedule_options(self) -> dict[str, float]:
-        options = self.registry.get("schedules", self.config.schedule).options \
-            if isinstance(self._objects["schedule"], (str, type(None))) else ()
-        names = {o.name for o in options}
-        return {k: getattr(self.config, k) for k in ("p", "q") if k in names}
+    def _checked_options(self, config: ResolvedConfig) -> ResolvedConfig:
+        """``config`` with the options of its schedule, scorer and dataset checked against the options each
+        declares (a one-line error otherwise) and in the form the hash takes (see ``Registry.options``).
+
+        The model's options were checked when the model was made; they count in the hash as given."""
+        changes: dict[str, Any] = {}
+        for kind in ("schedule", "scorer", "dataset"):
+            given = getattr(config, f"{kind}_options")
+            if not given:
+                continue
+            if not isinstance(self._objects.get(kind) or "", str):
+                raise ConfigError(f"--{kind}-option is for a {kind} given by name; this run's {kind} is a Python "
+                                  f"object: give the object its settings instead")
+            if kind == "dataset" and {"root", "download", "train"} & set(given):
+                raise ConfigError("--dataset-option root, download and train are the run's own: give "
+                                  "--data-root or --download instead")
+            changes[f"{kind}_options"] = self.registry.options(f"{kind}s", getattr(config, kind), given)
+        return dataclasses.replace(config, **changes)
+
+    def _schedule_options(self) -> dict[str, Any]:
+        """The named schedule's options: p and q (settings of their own) where it declares them, and the rest."""
+        if not isinstance(self._objects["schedule"], (str, type(None))):
+            return {}
+        names = {o.name for o in self.registry.get("schedules", self.config.schedule).options}
+        return {**{k: getattr(self.config, k) for k in ("p", "q") if k in names}, **self.config.schedule_options}
 
     def _component(self, kind: str, key: str, options: dict[str, Any]) -> Any:
         obj = self._objects[key]
@@ -236,10 +257,10 @@ class Engine:
 
     def _batches(self) -> BatchSource:
         cfg = self.config
-        assert cfg.dataset is not None and cfg.batch_size is not None
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
-            dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download, train=True)
-            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset))
+            dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download,
+                                           train=True, **cfg.dataset_options)
+            images = materialize(dataset, cache_path(cfg.dataset, cfg.data_root, dataset, cfg.dataset_options))
         check_images(self.spec, images, cfg.dataset)
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 

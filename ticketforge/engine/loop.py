@@ -149,7 +149,6 @@ def open_run(engine: Engine, net: PrunableNetwork) -> Run:
 
 def is_last_round(run: Run, k: int, record: dict[str, Any]) -> bool:
     cfg = run.engine.config
-    assert cfg.rounds is not None
     return k >= cfg.rounds or (cfg.target_sparsity is not None and record["sparsity"] >= cfg.target_sparsity)
 
 
@@ -165,7 +164,6 @@ def initial_weights(store: Store, network: nn.Module) -> dict[str, Tensor]:
 def round_job(run: Run, k: int, masks: list[Tensor], start: dict[str, Tensor], source: str) -> TrainingJob:
     """Round k's training: its masks, start weights, steps and (round 0) rewind points."""
     cfg = run.engine.config
-    assert cfg.steps_per_round is not None
     points = RewindPoints.for_round_0(point_step(cfg.tau_frac, cfg.steps_per_round), cfg.keep_rewind_points,
                                       cfg.steps_per_round) if k == 0 else RewindPoints({})
     return TrainingJob(k, k, masks, start, source, cfg.steps_per_round, points)
@@ -280,7 +278,6 @@ def train(run: Run, job: TrainingJob) -> dict[str, Any]:
     those of round ``job.seed_round``; everything is written to the run's store as folder ``job.index``.
     """
     engine, cfg, network = run.engine, run.engine.config, run.net.network
-    assert cfg.lr is not None
     t = begin(run, job)
     forward, compiling = engine._forward_network(network)
     engine.hooks.ticketforge_round_start(run=run.state, round_index=job.index, sparsity=sparsity_of(job.masks),
@@ -294,7 +291,7 @@ def train(run: Run, job: TrainingJob) -> dict[str, Any]:
         with boundary:
             t0 = time.perf_counter()
             stepper = make_stepper(engine.spec, network, t.optimizer, t.ema, t.generator, run.batches.device, t.start,
-                                   lr=cfg.lr, warmup_steps=cfg.warmup_steps or 0, grad_clip=cfg.grad_clip,
+                                   lr=cfg.lr, warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
                                    precision=engine.precision, capture=engine.capture, forward_network=forward)
             summary = train_round(stepper, engine.dist.shard(run.batches), round_index=job.seed_round,
                                   start_step=t.start, steps=job.steps, log_every=cfg.log_every,
@@ -330,9 +327,8 @@ def begin(run: Run, job: TrainingJob) -> Training:
 def fresh(run: Run, job: TrainingJob) -> Training:
     """The masks applied and the start weights loaded, a new optimizer and EMA, round ``job.seed_round``'s seeds."""
     engine, cfg, k = run.engine, run.engine.config, job.seed_round
-    assert cfg.lr is not None
     network = run.net.load([m.to(engine.device) for m in job.masks], job.start, source=job.start_source)
-    optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay or 0.0, engine.device, capturable=engine.capture)
+    optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay, engine.device, capturable=engine.capture)
     ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
     gen = torch.Generator(device=engine.device).manual_seed(engine.dist.seed(hash_seed(cfg.seed, "train", k)))
     torch.manual_seed(engine.dist.seed(hash_seed(cfg.seed, "dropout", k)))

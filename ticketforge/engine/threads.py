@@ -26,6 +26,12 @@ AUTO = "auto"
 SMALL_CPU_CORES = 2  # at most this many usable cores: one thread
 
 
+THREADS_HELP = ("Threads of torch's CPU operators. auto: 1 on a CPU of at most 2 cores (where two threads "
+                "run several times slower once other work shares the cores; docs/performance.md), torch's "
+                "default otherwise, on a GPU, or when OMP_NUM_THREADS is set. Another count changes results "
+                "only by float rounding.")
+
+
 def check_threads(value: object, flag: str = "threads") -> int | str:
     """``value`` as a thread setting (``auto`` or a count >= 1), or a one-line :class:`ConfigError`."""
     if value == AUTO:

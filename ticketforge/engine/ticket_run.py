@@ -50,7 +50,7 @@ def ticket_command(asked: RunConfig, rounds: int, out: str | None) -> str:
         param = flags.get(field.name)
         if param is None or (isinstance(value, str) and value.startswith("python:")):
             return f"the same command (or Engine call) with baseline none and at least {rounds} rounds"
-        if field.name == "model_options":
+        if isinstance(value, dict):  # a component's options: --<kind>-option KEY=VALUE
             parts += [a for k, v in sorted(value.items()) for a in (param.opts[0], shlex.quote(f"{k}={v}"))]
         elif isinstance(value, bool):
             parts.append(param.opts[0] if value else param.secondary_opts[0])

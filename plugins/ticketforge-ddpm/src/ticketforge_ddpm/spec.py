@@ -36,6 +36,7 @@ class DDPMSpec:
     """
 
     name = "ddpm-unet"
+    default_sampler = "ddim"  # what sample and eval use without --sampler
 
     def __init__(self, config: dict[str, Any], defaults: TrainingDefaults | None = None) -> None:
         missing = [k for k in CONFIG_KEYS if k not in config]
@@ -45,7 +46,7 @@ class DDPMSpec:
         _validate(config)
         self.config = copy.deepcopy(dict(config))
         preset = PRESETS.get(config["preset"])
-        self.defaults = defaults or (preset.defaults if preset else TrainingDefaults())
+        self.defaults = defaults or (preset.defaults if preset else TrainingDefaults(dataset="mnist-sample"))
         self.artifacts = preset.artifacts if preset else ArtifactSettings()
         try:
             self.diffusion = GaussianDiffusion.from_name(config["beta_schedule"], config["timesteps"])
