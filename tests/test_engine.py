@@ -98,6 +98,20 @@ def test_optimizer_state_is_fresh_every_round(toy_config, registry, monkeypatch)
         assert steps == {toy_config.steps_per_round}
 
 
+def test_adam_beta2_reaches_the_optimizer_and_names_the_run_only_when_not_its_default(toy_config, registry,
+                                                                                     monkeypatch):
+    made = []
+    real = loop_module.make_optimizer
+    monkeypatch.setattr(loop_module, "make_optimizer", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    cfg = dataclasses.replace(toy_config, rounds=0, out=None, runs_root=toy_config.out + "-runs")
+    default = Engine(cfg, registry=registry)
+    assert Engine(dataclasses.replace(cfg, adam_beta2=0.999), registry=registry).run_dir == default.run_dir
+    other = Engine(dataclasses.replace(cfg, adam_beta2=0.95), registry=registry)
+    assert other.run_dir != default.run_dir
+    other.run()
+    assert [g["betas"] for g in made[0].param_groups] == [(0.9, 0.95)]
+
+
 def test_memory_does_not_grow_across_rounds(toy_config, registry):
     rec = Recorder()
     registry.pm.register(rec)

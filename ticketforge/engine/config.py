@@ -192,6 +192,7 @@ class RunConfig:
     ema_decay: float | None = setting(help="Decay of the weights' EMA; 0: no EMA.", preset=0.9999,
                                       named_at_fallback=True)
     weight_decay: float = setting(help="Adam's weight decay.", preset=0.0, named_at_fallback=True)
+    adam_beta2: float = setting(help="Adam's second-moment decay (beta2).", preset=0.999)
     precision: str = setting("auto", "fp32, tf32 or bf16 autocast; auto = tf32 on a GPU, fp32 on a CPU.",
                              choices=PRECISIONS)
     compile: bool = setting(False, "torch.compile the network (on a GPU: channels-last layout inside the compiled "

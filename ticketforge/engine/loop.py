@@ -328,7 +328,8 @@ def fresh(run: Run, job: TrainingJob) -> Training:
     """The masks applied and the start weights loaded, a new optimizer and EMA, round ``job.seed_round``'s seeds."""
     engine, cfg, k = run.engine, run.engine.config, job.seed_round
     network = run.net.load([m.to(engine.device) for m in job.masks], job.start, source=job.start_source)
-    optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay, engine.device, capturable=engine.capture)
+    optimizer = make_optimizer(network, cfg.lr, cfg.weight_decay, engine.device, capturable=engine.capture,
+                               beta2=cfg.adam_beta2)
     ema = EMA(network, cfg.ema_decay) if cfg.ema_decay else None
     gen = torch.Generator(device=engine.device).manual_seed(engine.dist.seed(hash_seed(cfg.seed, "train", k)))
     torch.manual_seed(engine.dist.seed(hash_seed(cfg.seed, "dropout", k)))

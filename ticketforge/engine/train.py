@@ -32,12 +32,13 @@ Reduce = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def make_optimizer(network: nn.Module, lr: float, weight_decay: float, device: torch.device,
-                   capturable: bool = False) -> torch.optim.Optimizer:
+                   capturable: bool = False, beta2: float = 0.999) -> torch.optim.Optimizer:
     """Adam(W) over every parameter; fused kernels on CUDA, capturable in a CUDA graph if asked."""
     params = [p for p in network.parameters() if p.requires_grad]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused, capturable=capturable) \
-        if weight_decay else torch.optim.Adam(params, lr=lr, fused=fused, capturable=capturable)
+    fused, betas = device.type == "cuda", (0.9, beta2)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused,
+                             capturable=capturable) \
+        if weight_decay else torch.optim.Adam(params, lr=lr, betas=betas, fused=fused, capturable=capturable)
 
 
 def autocast_for(precision: str, device: torch.device, cache: bool = True) -> Any:
