@@ -169,7 +169,7 @@ def test_paths_in_a_toml_file_are_relative_to_its_folder_and_flags_to_the_workin
 
 
 def test_toml_paths_that_are_absolute_or_home_relative_are_kept(tmp_path):
-    from ticketforge.engine.config import relative_to_file
+    from ticketforge.config import relative_to_file
     data = {"data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": "t", "runs-root": "../r", "seed": 1}
     assert relative_to_file(data, tmp_path / "exp") == {
         "data-root": "/srv/mnist", "out": "~/runs/a", "ticket_run": str(tmp_path / "exp" / "t"),

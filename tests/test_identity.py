@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ticketforge import Engine, RatioSchedule, RunConfig
-from ticketforge.engine.config import config_differences
+from ticketforge.config import config_differences
 from ticketforge.engine.engine import _component_name
 from ticketforge.errors import ConfigError
 from ticketforge.store import RunStore

@@ -14,7 +14,7 @@ import toy_plugin
 from helpers import core_registry
 
 from ticketforge import Engine, RunConfig, hookimpl
-from ticketforge.engine.config import config_differences
+from ticketforge.config import config_differences
 from ticketforge.engine.rewind import point_file
 from ticketforge.errors import TrainingDiverged
 from ticketforge.pruning.state import plain_state_dict

@@ -17,7 +17,7 @@ from ticketforge import ComponentRecord, Engine, Option, RunConfig, TrainingDefa
 from ticketforge.builtins.scorers import MagnitudeScorer
 from ticketforge.cli.main import cli
 from ticketforge.cli.settings_options import given_settings, setting_options
-from ticketforge.engine.config import PRESET_FIELDS, ResolvedConfig, setting, settings
+from ticketforge.config import PRESET_FIELDS, ResolvedConfig, setting, settings
 from ticketforge.errors import ConfigError, PluginError
 from ticketforge.store import RunStore
 
@@ -206,3 +206,19 @@ def test_list_options_shows_every_declared_option(options_registry):
     assert "options" not in json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)["scorers"][0]
     table = CliRunner().invoke(cli, ["list", "scorers", "--options"], terminal_width=200).output
     assert "scaled" in table and "a label" in table  # the options column
+
+
+def test_the_suggested_ticket_command_parses_back_to_the_ticket_config():
+    """random-prune's advice spells a run with the settings' own flags: parsed by `ticketforge run`,
+    it is the ticket's config (lists, bools, component options and aliased flags included)."""
+    from ticketforge.cli.run_cmd import command as run_command
+    from ticketforge.engine.ticket_run import ticket_command, ticket_config
+
+    asked = RunConfig(model="toy", baseline="random-prune", schedule="incremental", p=30.0, q=2.0, compile=True,
+                      artifacts=False, keep_rewind_points=[0.0, 0.2], schedule_options={"extra": 1}, lr=1e-3,
+                      seed=4, precision="bf16", steps_per_round=7)
+    words = ticket_command(asked, 3, None).split()
+    assert words[:2] == ["ticketforge", "run"]
+    ctx = run_command.make_context("run", words[2:])
+    parsed = RunConfig().merged(given_settings(ctx.params, RunConfig()))
+    assert parsed == dataclasses.replace(ticket_config(asked), rounds=3, artifacts=True)  # a runtime flag: not given

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 import ticketforge.registry as registry_module
 from ticketforge import Engine, RunConfig
 from ticketforge.cli.main import cli
-from ticketforge.engine.threads import check_threads, resolve_threads, threads_applied
 from ticketforge.errors import ConfigError
+from ticketforge.threads import check_threads, resolve_threads, threads_applied
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 TOY = ["run", "--model", "toy", "--schedule", "uniform", "--rounds", "1", "--steps-per-round", "6", "--device", "cpu",

@@ -52,8 +52,8 @@ def export_ticket(run: str | Path, out: str | Path, round: int | None = None, *,
 
 def load_ticket(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
     """The network stored in an exported ticket, masks applied (pruned weights exactly zero), in eval mode."""
-    from .api import spec_from_config
     from .pruning.targets import PrunableNetwork
+    from .specs import spec_from_config
 
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -74,7 +74,7 @@ def resolve(progress: ProgressLike) -> ProgressFn | None:
     if progress == "auto":
         progress = "rich" if _is_terminal(sys.stderr) else "log"
     if progress == "rich":
-        from .builtins.reporter import RichProgress
+        from .rich_progress import RichProgress
         return RichProgress()
     if progress == "log":
         return LogProgress()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-from .engine.config import TrainingDefaults  # made from RunConfig's preset settings
+from .config import TrainingDefaults  # made from RunConfig's preset settings
 
 if TYPE_CHECKING:
     import torch

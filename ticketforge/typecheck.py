@@ -1,6 +1,6 @@
 """Checking values from TOML, JSON or Python against declared types, with words a user can act on.
 
-``fits(value, annotation)`` follows the annotations of :class:`~ticketforge.engine.config.RunConfig`
+``fits(value, annotation)`` follows the annotations of :class:`~ticketforge.config.RunConfig`
 and the ``type`` of a component's :class:`~ticketforge.records.Option`: a bool is not an int (TOML's
 ``rounds = true`` is refused, not taken as 1), an int is a float, a tuple is a list.
 """

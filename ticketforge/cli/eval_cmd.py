@@ -90,7 +90,7 @@ def command(run: str, round_: int | None, all_rounds: bool, branch: str | None, 
     """
     from ..engine.distributed import launch_env
     from ..engine.engine import resolve_device
-    from ..engine.threads import apply_threads
+    from ..threads import apply_threads
     check_seed(seed)
     apply_threads(threads, resolve_device(device))  # sampling and the featurizer's CPU work
     main = launch_env()[0] == 0

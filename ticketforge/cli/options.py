@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from ..engine.config import PRECISIONS, SEED_MAX, SEED_MIN
-from ..engine.threads import THREADS_HELP, check_threads
+from ..config import PRECISIONS, SEED_MAX, SEED_MIN
 from ..errors import ConfigError, UsageError
+from ..threads import THREADS_HELP, check_threads
 from .failures import os_error_line
 
 

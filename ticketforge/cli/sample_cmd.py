@@ -12,11 +12,11 @@ from ..api import load_round
 from ..branches import describe, resolve_source
 from ..engine.engine import resolve_device
 from ..engine.sampling import sampling_network
-from ..engine.threads import apply_threads
 from ..errors import UsageError
 from ..evaluation import sampler_of
 from ..progress import using
 from ..store.atomic import atomic_write_bytes
+from ..threads import apply_threads
 from .options import (
     branch_option,
     check_seed,

@@ -1,4 +1,4 @@
-"""The ``ticketforge run`` options, one per setting of :class:`~ticketforge.engine.config.RunConfig`.
+"""The ``ticketforge run`` options, one per setting of :class:`~ticketforge.config.RunConfig`.
 
 Each option is derived from its setting's declaration (type, default, help, choices, spellings): a
 setting added to ``RunConfig`` is an option here, and a section of docs/cli.md, without an edit.
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from ..engine.config import RunConfig, Setting, _field_defaults, setting_types, settings
+from ..config import RunConfig, Setting, _field_defaults, setting_types, settings
 from ..errors import ConfigError
 from .options import parse_key_values
 
@@ -51,7 +51,7 @@ def help_text(spec: Setting, default: Any) -> str:
 
 
 def _option(name: str, spec: Setting, annotation: Any, default: Any) -> Callable[[Any], Any]:
-    flags = list(spec.flags) or [f"--{name.replace('_', '-')}"]
+    flags = spec.option_flags(name)
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     kinds = [a for a in typing.get_args(annotation) if a is not type(None)] if union else [annotation]
     base = typing.get_origin(kinds[0]) or kinds[0]
@@ -88,7 +88,7 @@ def given_settings(values: dict[str, Any], base: RunConfig) -> dict[str, Any]:
         if name not in declared or value is None or value == ():
             continue
         if isinstance(value, tuple):  # KEY=VALUE pairs
-            flag = declared[name].flags[0] if declared[name].flags else f"--{name.replace('_', '-')}"
+            flag = declared[name].option_flags(name)[0]
             value = {**getattr(base, name), **parse_key_values(value, flag)}
         out[name] = value
     return out

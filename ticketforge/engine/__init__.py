@@ -1,15 +1,15 @@
 """The train-prune-rewind engine.
 
 :class:`Engine` and :class:`RunState` are imported on first use (PEP 562), so that the config
-(``ticketforge.engine.config``: option choices the command line shows) does not wait for torch.
+(``ticketforge.config``: option choices the command line shows) does not wait for torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..config import RunConfig
 from ..lazy import lazy_attributes
-from .config import RunConfig
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..config import RunConfig, identity_of
 from ..errors import CheckpointError, ConfigError, TrainingDiverged, UsageError
 from ..progress import ProgressLike
 from ..protocols import ModelSpec
@@ -39,10 +40,9 @@ from ..registry import Registry
 from ..store import RunStore
 from ..store.read_checks import round_masks
 from ..store.run_store import round_dir
-from .config import RunConfig, identity_of
+from ..threads import threads_applied
 from .data import hash_seed
 from .rewind import THETA_TAU, RewindPoints, kept_steps, point_file, point_step
-from .threads import threads_applied
 
 MASK_MODES = ("ticket", "random", "none")
 START_MODES = ("tau", "init", "reinit", "trained:J")
@@ -123,7 +123,7 @@ def _engine(run_dir: Path, config: dict[str, Any], device: str | None, registry:
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in config.items() if k in names}
     values.update(out=str(run_dir), world_size=1, keep_rewind_points=[])
-    from ..api import run_preset  # the preset it was trained with, also after the model's default changed
+    from ..specs import run_preset  # the preset it was trained with, also after the model's default changed
     values["preset"] = run_preset(config)
     if device is not None:
         values["device"] = device

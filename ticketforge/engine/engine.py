@@ -16,20 +16,20 @@ from typing import Any, Callable, cast
 import torch
 from torch import nn
 
+from ..config import ResolvedConfig, RunConfig
 from ..errors import ConfigError, TicketforgeWarning, TrainingDiverged
 from ..progress import ProgressLike
 from ..protocols import ModelSpec, Schedule, Scorer
 from ..pruning.targets import PrunableNetwork
 from ..registry import Registry, get_registry
 from ..store import RunStore
+from ..threads import threads_applied
 from . import distributed
-from .config import ResolvedConfig, RunConfig
 from .contract import check_images
 from .data import BatchSource, cache_path, materialize
 from .loop import run_rounds
 from .run_folder import default_run_dir
 from .settings import component_settings
-from .threads import threads_applied
 
 
 def resolve_device(name: str) -> torch.device:

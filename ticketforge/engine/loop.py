@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import Tensor, nn
 
+from ..config import EXTENT_FIELDS, config_differences
 from ..errors import CheckpointError, ConfigError
 from ..progress import Task
 from ..protocols import Grouped, ModelSpec
@@ -31,7 +32,6 @@ from ..pruning.targets import PrunableNetwork, all_kept, by_name, flatten, group
 from ..store.read_checks import checked_masks, redo_advice, round_masks
 from ..store.run_store import round_dir
 from .artifacts import artifact_caption, artifacts_seed
-from .config import EXTENT_FIELDS, config_differences
 from .contract import check_masks, check_scores, component
 from .data import BatchSource, hash_seed
 from .distributed import Store

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .config import RunConfig
+from ..config import RunConfig
 
 _DEFAULTS = {"scorer": RunConfig.scorer, "baseline": RunConfig.baseline}
 

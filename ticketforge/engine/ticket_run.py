@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 from torch import Tensor
 
+from ..config import RUNTIME_FIELDS, RunConfig, config_differences, settings
 from ..errors import ConfigError, UsageError
 from ..protocols import PruneTarget
 from ..store import RunStore
 from ..store.read_checks import round_masks
-from .config import RUNTIME_FIELDS, RunConfig, config_differences
 
 
 def ticket_config(config: RunConfig) -> RunConfig:
@@ -32,14 +32,9 @@ def ticket_config(config: RunConfig) -> RunConfig:
 def ticket_command(asked: RunConfig, rounds: int, out: str | None) -> str:
     """The ``ticketforge run`` command that makes the ticket of ``asked`` (the config as the user gave it).
 
-    Built from the run command's own options; a setting no option can give (a Python object, a TOML-only
+    Spelled with the settings' own option flags (the ones ``ticketforge run`` derives); a setting no option can give (a Python object, a TOML-only
     key) makes it the same command with ``--baseline none`` instead."""
-    from ..cli.run_cmd import command as run_command  # the CLI's option names, read where they are defined
-
-    flags: dict[str, Any] = {}
-    for option in run_command.params:
-        if option.opts and option.opts[0].startswith("--"):
-            flags[(option.name or "").rstrip("_")] = option
+    options = {name: spec for name, spec in settings(RunConfig).items() if spec.cli}
     ticket = dataclasses.replace(ticket_config(asked), rounds=rounds, out=out)
     defaults = RunConfig()
     parts = ["ticketforge", "run"]
@@ -47,15 +42,18 @@ def ticket_command(asked: RunConfig, rounds: int, out: str | None) -> str:
         value = getattr(ticket, field.name)
         if value == getattr(defaults, field.name) or field.name in RUNTIME_FIELDS - {"out", "device", "runs_root"}:
             continue
-        param = flags.get(field.name)
-        if param is None or (isinstance(value, str) and value.startswith("python:")):
+        spec = options.get(field.name)
+        if spec is None or (isinstance(value, str) and value.startswith("python:")):
             return f"the same command (or Engine call) with baseline none and at least {rounds} rounds"
+        flag = spec.option_flags(field.name)[0]
         if isinstance(value, dict):  # a component's options: --<kind>-option KEY=VALUE
-            parts += [a for k, v in sorted(value.items()) for a in (param.opts[0], shlex.quote(f"{k}={v}"))]
+            parts += [a for k, v in sorted(value.items()) for a in (flag, shlex.quote(f"{k}={v}"))]
         elif isinstance(value, bool):
-            parts.append(param.opts[0] if value else param.secondary_opts[0])
+            parts.append(flag if value else f"--no-{flag.removeprefix('--')}")
+        elif isinstance(value, list):  # fractions: --keep-rewind-points 0,0.05,0.2
+            parts += [flag, ",".join(str(v) for v in value)]
         else:
-            parts += [param.opts[0], shlex.quote(str(value))]
+            parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)
 
 

@@ -104,9 +104,9 @@ def verify_round(store: RunStore, k: int, targets: Sequence[PruneTarget] | None 
 def meta_model(config: dict[str, Any], registry: Any = None) -> tuple[nn.Module, list[PruneTarget]] | None:
     """The run's network on the meta device (shapes and dtypes, no memory) and its prune targets;
     None when the model cannot be rebuilt here (an object passed to ``Engine``, a plugin not installed)."""
-    from ..api import spec_from_config
     from ..errors import TicketforgeError
     from ..pruning.targets import PrunableNetwork
+    from ..specs import spec_from_config
 
     try:
         spec = spec_from_config(config, registry)

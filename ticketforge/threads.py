@@ -17,7 +17,7 @@ import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator, Mapping
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where threads are applied: config checks (and `list`) need none
     import torch

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigError
-from ..typecheck import fits, problem
+from .errors import ConfigError
 from .threads import THREADS_HELP, check_threads
+from .typecheck import fits, problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,6 +66,10 @@ class Setting:
     unnamed: tuple[Any, ...] = ()
     resolved: bool = False
     named_at_fallback: bool = False
+
+    def option_flags(self, name: str) -> list[str]:
+        """The option's spellings for setting ``name``, the first the canonical one (``--steps-per-round``)."""
+        return list(self.flags) or [f"--{name.replace('_', '-')}"]
 
     @property
     def names_run(self) -> bool:
