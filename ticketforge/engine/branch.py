@@ -218,7 +218,7 @@ def _branch(engine: Any, parent: RunStore, config: dict[str, Any],
         state = RunState(folder, {**config, "branch": described}, engine.spec, [g.name for g in net.groups],
                          engine.device, net.network)
         job = TrainingJob(k, 0, masks, start, source, steps, RewindPoints({}), {"branch": described})
-        return train(Run(engine, store, net, engine._batches(), state), job), folder, True
+        return train(Run(engine, store, net, engine.batches(), state), job), folder, True
 
 
 def _reinit_seed(config: dict[str, Any], request: BranchRequest) -> int | None:

@@ -115,7 +115,7 @@ class Engine:
 
     # The clock of progress updates and of the compile time (tests give their own).
     progress_clock: Callable[[], float] = staticmethod(time.monotonic)
-    # The compiled training network, and the network it compiles (see _forward_network).
+    # The compiled training network, and the network it compiles (see forward_network).
     _compiled: nn.Module | None = None
     _compiled_of: nn.Module | None = None
 
@@ -132,7 +132,7 @@ class Engine:
                 overrides[key] = _component_name(obj, key)
         asked = dataclasses.replace(config, **overrides)
         asked.check()
-        self._asked = asked  # before the preset's defaults: what a command line would say
+        self.asked = asked  # before the preset's defaults: what a command line would say
         self.registry = registry or get_registry()
         self.fresh = fresh
         self._objects: dict[str, Any] = {"model": model, "schedule": schedule, "scorer": scorer}
@@ -255,7 +255,8 @@ class Engine:
             advice = f"to train with a lower learning rate, give the same command with {lower} (a new run folder)"
         return TrainingDiverged(detail, advice)
 
-    def _batches(self) -> BatchSource:
+    def batches(self) -> BatchSource:
+        """The run's training images, read (and cached) once, served in the run's seeded order."""
         cfg = self.config
         with self.dist.main_first():  # one process downloads and fills the cache, the others read it
             dataset = self.registry.create("datasets", cfg.dataset, root=cfg.data_root, download=cfg.download,
@@ -264,7 +265,7 @@ class Engine:
         check_images(self.spec, images, cfg.dataset)
         return BatchSource(images, cfg.batch_size, cfg.seed, self.device)
 
-    def _forward_network(self, network: nn.Module) -> tuple[nn.Module, bool]:
+    def forward_network(self, network: nn.Module) -> tuple[nn.Module, bool]:
         """The network the training step calls: under DDP (torchrun) and compiled, once per run (masks change
         in place); and whether it is compiled anew (its first call compiles)."""
         forward = self.dist.wrap(network)  # DistributedDataParallel; the network itself on one process

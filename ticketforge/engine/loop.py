@@ -137,7 +137,7 @@ def open_run(engine: Engine, net: PrunableNetwork) -> Run:
     finished = store.finished_rounds()
     state.rounds = [store.round_record(k) for k in finished]  # before run_start: hooks see a resume
     engine.hooks.ticketforge_run_start(run=state)
-    batches = engine._batches()
+    batches = engine.batches()
     # The config is written once the data has loaded: a wrong --data-root leaves a folder with nothing
     # in it, which the corrected command starts in, instead of a run of the wrong path refusing it.
     if stored is None:
@@ -218,7 +218,7 @@ def scored_pruned(run: Run, k: int, old: list[Tensor]) -> Grouped:
 def random_pruned(run: Run, k: int, old: list[Tensor]) -> Grouped:
     """The random-prune baseline: the ticket's round-k count per tensor, random positions inside ``old``."""
     engine, cfg, targets = run.engine, run.engine.config, run.net.targets
-    reference = engine.dist.on_main(lambda: ticket_masks(k, cfg, engine._asked, engine.spec.config,
+    reference = engine.dist.on_main(lambda: ticket_masks(k, cfg, engine.asked, engine.spec.config,
                                                          targets, default_run_dir))
     rand_gen = torch.Generator().manual_seed(hash_seed(cfg.seed, "random-prune", k))
     return prune_tensorwise_like(group_tensors(targets, reference), group_tensors(targets, old), rand_gen)
@@ -279,7 +279,7 @@ def train(run: Run, job: TrainingJob) -> dict[str, Any]:
     """
     engine, cfg, network = run.engine, run.engine.config, run.net.network
     t = begin(run, job)
-    forward, compiling = engine._forward_network(network)
+    forward, compiling = engine.forward_network(network)
     engine.hooks.ticketforge_round_start(run=run.state, round_index=job.index, sparsity=sparsity_of(job.masks),
                                          steps=job.steps, start_step=t.start, compiling=compiling)
     watch = _Watch(run, job, t, compiling)

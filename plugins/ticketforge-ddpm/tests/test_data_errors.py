@@ -110,7 +110,7 @@ def test_images_of_another_size_than_the_preset_are_refused(monkeypatch, tmp_pat
 def _engine_images(root: Path, out: Path, dataset: str = "mnist") -> torch.Tensor:
     """The images training would read (the engine's own path through the cache)."""
     engine = Engine(RunConfig(preset="tiny", dataset=dataset, data_root=str(root), device="cpu", out=str(out)))
-    return engine._batches().images
+    return engine.batches().images
 
 
 def test_changed_files_under_the_same_root_are_read_again(tmp_path):
