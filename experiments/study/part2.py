@@ -248,7 +248,10 @@ def store_finished_scores(jobs: dict[str, Job], evaluator: str) -> None:
     for job in jobs.values():
         if job.kind == "score" and job.state == "done" and not job.result.get("stored", True) \
                 and job.args["path"] not in busy:
-            store_scores(job.args["path"], job.args["round"], evaluator, job.result["scores"])
+            try:
+                store_scores(job.args["path"], job.args["round"], evaluator, job.result["scores"])
+            except Exception as exc:  # the JSON still has the scores; a rerun scores the round again
+                job.result["store_error"] = f"{type(exc).__name__}: {exc}"
             job.result["stored"] = True
 
 
@@ -268,6 +271,7 @@ def part1_reference(path: Path, run_cfg: Any, sample_steps: int) -> dict[str, An
         k = c["round"]
         curve.append({"round": k, "cell": c["cell"], "sparsity": c["sparsity"], "planned_sparsity": plan.sparsity[k],
                       "fd_lenet": c["fd_lenet"], "kid": c["kid"], "kid_std": c["kid_std"], "n_samples": c["n_samples"],
+                      "final_loss": c.get("final_loss"), "kept_params": sum(group_kept(plan.groups[k])),
                       "groups": plan.groups[k], **estimate_macs(cfg, plan, group_kept(plan.groups[k]), sample_steps)})
     spread = None
     for c in cells:
@@ -449,6 +453,37 @@ def claim(comparisons: list[dict[str, Any]], schedule: str = "uniform") -> dict[
     return {"against": schedule, "status": status, "cells": [c["cell"] for c in mine], "verdicts": verdicts}
 
 
+def markdown(rows: list[dict[str, Any]], reference: dict[str, Any] | None, comparisons: list[dict[str, Any]]) -> str:
+    """The table for docs/results.md: every scored round, part 1's incremental cells marked as from part 1."""
+    def g(macs: float | None) -> str:
+        return "" if macs is None else f"{macs / 1e9:.2f}"
+
+    lines = ["| schedule | cell | round | sparsity | fd-lenet | KID on LeNet features (± over subsets) | params kept "
+             "(prunable) | sampling MACs per sample, dense -> sparse (G) | final training loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| `{r['schedule']}` | {r['cell']} | {r['round']} | {100 * r['sparsity']:.2f}% | {r['fd_lenet']:.2f} | "
+                     f"{r['kid']:.1f} ± {r['kid_std']:.1f} | {(r['prunable_params'] or 0) - round(r['sparsity'] * (r['prunable_params'] or 0)):,} | "
+                     f"{g(r['sampling_dense_macs'])} -> {g(r['sampling_sparse_macs'])} | {r['final_loss']:.4f} |")
+    for c in (reference or {}).get("curve", []):
+        lo, hi = c["sampling_sparse_macs_bounds"]
+        lines.append(f"| `{reference['schedule']['schedule']}` (part 1) | {c['cell']} | {c['round']} | {100 * c['sparsity']:.2f}% | "
+                     f"{c['fd_lenet']:.2f} | {c['kid']:.1f} ± {c['kid_std']:.1f} | {c['kept_params']:,} | "
+                     f"{g(c['sampling_dense_macs'])} -> ~{g(c['sampling_sparse_macs'])} ({g(lo)}-{g(hi)}, estimated) | "
+                     f"{'' if c['final_loss'] is None else format(c['final_loss'], '.4f')} |")
+    if comparisons:
+        lines += ["", "| schedule | cell | sparsity | fd-lenet | incremental (part 1) at that sparsity | margin | "
+                  "seed spread there | verdict | incremental's sparsity at this fd-lenet |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+        for c in comparisons:
+            def f(x: float | None, spec: str = ".2f") -> str:
+                return "" if x is None else format(x, spec)
+            same = "" if c["incremental_sparsity_at_this_fd"] is None else f"{100 * c['incremental_sparsity_at_this_fd']:.1f}%"
+            lines.append(f"| `{c['schedule']}` | {c['cell']} | {100 * c['sparsity']:.2f}% | {c['fd_lenet']:.2f} | "
+                         f"{f(c['incremental_fd_lenet_at_sparsity'])} | {f(c['margin'])} | {f(c['seed_spread_at_this_fd'])} | "
+                         f"{c['verdict'] or 'not decided'} | {same} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- the plots --------------------------------------------------------------------------------------
 def _plt() -> Any:
     import matplotlib
@@ -587,6 +622,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "evaluator": study["evaluator"], "rows": rows, "part1": reference, "comparisons": comparisons,
         "claim": claim(comparisons), "final_profiles": final_profiles(chosen, out, reference),
+        "dense_vs_part1": {"part2": next((r["fd_lenet"] for r in rows if r["round"] == 0), None),
+                           "part1": next((c["fd_lenet"] for c in (reference or {}).get("curve", []) if c["round"] == 0), None)},
         "config_file": str(args.config), "overrides": args.sets, "study_overrides": args.study_sets, "study": study,
         "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
         "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
@@ -596,6 +633,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "jobs": {j.id: {"state": j.state, "seconds": j.seconds, **({"error": j.result} if j.state == "failed" else {})}
                  for j in sched.jobs.values()}}
     (out / "results" / "part2.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / "results" / "part2_table.md").write_text(markdown(rows, reference, comparisons))
     if rows:
         plot_fd(rows, reference, "sparsity", out / "results" / "part2_fd.png", study["samples"])
         plot_fd(rows, reference, "macs", out / "results" / "part2_macs.png", study["samples"])
