@@ -8,6 +8,7 @@ subclass of :class:`Scheduler` (its ``projected_end``).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import multiprocessing as mp
 import os
@@ -45,6 +46,17 @@ class Job:
     rounds_done: int = 0  # a run's rounds finished while it ran
     started: float | None = None
     seconds: float | None = None
+
+
+def study_arguments(doc: str | None, out_help: str) -> argparse.ArgumentParser:
+    """The command line every part takes: its TOML, ``--out``, ``--set``/``--study-set`` overrides, ``--no-mps``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help=out_help)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
+    return ap
 
 
 def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[str]

@@ -22,7 +22,6 @@ not redone. Writes ``OUT/results/part1.json``, ``part1_fd.png`` and ``part1_samp
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -42,6 +41,7 @@ from common import (  # noqa: E402
     planned_sparsities,
     start_mps,
     stop_mps,
+    study_arguments,
 )
 from common import read_study as read_any_study  # noqa: E402
 
@@ -227,12 +227,7 @@ def plot_fd(cells: list[dict[str, Any]], n_samples: int, file: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder of the runs, their branches and results/")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
+    ap = study_arguments(__doc__, "folder of the runs, their branches and results/")
     args = ap.parse_args(argv)
 
     from ticketforge import RunConfig

@@ -30,7 +30,6 @@ The GPU session's steps (wheels to carry, data, the projected minutes) are in RE
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import dataclasses
 import json
@@ -57,6 +56,7 @@ from common import (  # noqa: E402
     start_mps,
     stop_mps,
     store_scores,
+    study_arguments,
 )
 
 STUDY_KEYS = {"schedules", "sparsities", "part1-json", "evaluator", "samples", "sample-steps", "sample-seed",
@@ -239,11 +239,12 @@ class Part2Scheduler(Scheduler):
         return ends["end"]
 
     def after_pass(self) -> None:
-        store_finished_scores(self.jobs, self.study["evaluator"])
+        store_finished_scores(self.jobs, self.study["evaluator"], self.say)
 
 
-def store_finished_scores(jobs: dict[str, Job], evaluator: str) -> None:
-    """Store each new score in its round's record once its run trains no more (nothing of it todo or running)."""
+def store_finished_scores(jobs: dict[str, Job], evaluator: str, say: Any = print) -> None:
+    """Store each new score in its round's record once its run trains no more (nothing of it todo or running);
+    one that cannot be stored is said, and kept in the job's result (and so in its row of the JSON)."""
     busy = {j.args["config"]["out"] for j in jobs.values() if j.kind == "run" and j.state in ("todo", "running")}
     for job in jobs.values():
         if job.kind == "score" and job.state == "done" and not job.result.get("stored", True) \
@@ -252,6 +253,7 @@ def store_finished_scores(jobs: dict[str, Job], evaluator: str) -> None:
                 store_scores(job.args["path"], job.args["round"], evaluator, job.result["scores"])
             except Exception as exc:  # the JSON still has the scores; a rerun scores the round again
                 job.result["store_error"] = f"{type(exc).__name__}: {exc}"
+                say(f"could not store the scores of {job.id}: {job.result['store_error']}")
             job.result["stored"] = True
 
 
@@ -370,6 +372,7 @@ def collect(jobs: dict[str, Job], chosen: dict[str, Any], study: dict[str, Any],
             "featurizer_test_accuracy": scores.get("featurizer_test_accuracy"),
             "final_loss": record["metrics"].get("loss"), "train_seconds": record["metrics"].get("seconds"),
             "score_seconds": job.result.get("seconds"), "score_reused": job.result.get("reused"),
+            "store_error": job.result.get("store_error"),
             "folder": str(Path(job.args["path"]).relative_to(out)),
             "params": macs and macs["params"], "nonzero_params": macs and macs["nonzero_params"],
             "prunable_params": record["metrics"].get("prunable_params"),
@@ -574,12 +577,7 @@ def print_plan(jobs: list[Job], chosen: dict[str, Any], projection: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder of the runs and results/")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
+    ap = study_arguments(__doc__, "folder of the runs and results/")
     ap.add_argument("--plan", action="store_true", help="print the job graph and its projected minutes, train nothing")
     args = ap.parse_args(argv)
 
@@ -615,7 +613,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sched.close()
         if mps:
             stop_mps()
-    store_finished_scores(sched.jobs, study["evaluator"])
+    store_finished_scores(sched.jobs, study["evaluator"], sched.say)
     reference = part1_reference(part1_json, run_cfg, study["sample-steps"]) if part1_json else None
     rows = collect(sched.jobs, chosen, study, out, run_cfg)
     comparisons = compare(rows, reference)

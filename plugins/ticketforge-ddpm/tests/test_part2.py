@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 
 import pytest
-from test_experiments import STUDY, load_script
+from test_experiments import STUDY, load_script, study_command
 
 from ticketforge import Engine, RunConfig, TicketforgeError
 
@@ -169,24 +167,25 @@ def test_part2_runs_a_tiny_part_end_to_end_and_resumes(tmp_path):
     sets = ['preset="tiny"', "steps-per-round=8", "compile=false", 'precision="auto"', 'dataset="mnist-sample"',
             "data-root=", "batch-size=8", "warmup-steps=1", "target-sparsity=0.5", "log-every=4",
             "checkpoint-every=4", 'device="cpu"', "keep-rewind-points=[0.0]"]
-    study = ["sparsities=[0.3, 0.5]", "samples=16", "sample-steps=2", "train-workers=2", "cut-order=[]",
+    study = ["sparsities=[0.3, 0.55]", "samples=16", "sample-steps=2", "train-workers=2", "cut-order=[]",
              "evaluator-options={max_steps=2, reference_samples=16, kid_subsets=2, kid_subset_size=8, batch_size=16}"]
-    argv = [sys.executable, str(STUDY / "part2.py"), str(TOML), "--out", str(out), "--no-mps"]
-    argv += [a for s in sets for a in ("--set", s)] + [a for s in study for a in ("--study-set", s)]
-    env = {**os.environ, "TICKETFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    argv, env = study_command("part2.py", TOML, out, sets, study, tmp_path)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     doc = json.loads((out / "results" / "part2.json").read_text())
     assert {j: v["state"] for j, v in doc["jobs"].items() if v["state"] != "done"} == {}
     rows = {r["id"]: r for r in doc["rows"]}
-    # 20/36/48.8/59%: 0.3 -> round 2, 0.5 -> round 3, the run stops at round 4 (>= 50%)
-    assert sorted(rows) == sorted(["uniform-r0"] + [f"{s}-r{k}" for s in ("uniform", "global", "erk") for k in (2, 3)])
+    # 20/36/48.8/59%: 0.3 -> round 2, 0.55 -> round 4, where the run stops (>= 50%): its score is made
+    # after the run is done, round 2's while it trains on
+    assert sorted(rows) == sorted(["uniform-r0"] + [f"{s}-r{k}" for s in ("uniform", "global", "erk") for k in (2, 4)])
+    assert [j for j in doc["jobs"] if j.startswith("uniform@")] == ["uniform@dense", "uniform@0.3", "uniform@0.55"]
     for r in rows.values():
         traj = doc["plan"]["trajectories"][r["schedule"]]
         assert traj["last_round"] == 4
         assert r["sparsity"] == pytest.approx(traj["planned_sparsity"][r["round"]], abs=1e-12)  # the engine's masks
         stored = RunStore(out / r["schedule"]).round_record(r["round"])["metrics"]["fd-lenet"]
         assert stored["fd_lenet"] == r["fd_lenet"] and r["n_samples"] == 16 and not r["score_reused"]
+        assert r["store_error"] is None
         report = model_report(str(out / r["schedule"]), None, None, {}, r["round"])
         assert (r["dense_macs"], r["sparse_macs"], r["nonzero_params"]) == (
             report["dense_macs"], report["sparse_macs"], report["nonzero_params"])
