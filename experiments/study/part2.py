@@ -231,9 +231,11 @@ class Part2Scheduler(Scheduler):
         scale = (sum(rates) / len(rates)) / table[min(max(n_now, 1), len(table)) - 1]
         scorer = next(w for w in self.workers if w["kind"] == "score")
         running = self.jobs[scorer["job"]] if scorer["job"] else None
-        cost = self.study["busy-score-seconds"] if running is not None and running.kind == "score" else 0.0
-        free_at = time.time() - self.t0 + (max(cost - (time.time() - (running.started or 0)), 0) if running else 0)
         warm = any(j.kind == "score" and j.state == "done" for j in self.jobs.values())
+        scoring = running is not None and running.kind == "score"  # what is left of it, at its planned cost
+        cost = (self.study["busy-score-seconds"] if warm else self.study["first-score-seconds"]) if scoring else 0.0
+        free_at = time.time() - self.t0 + (max(cost - (time.time() - (running.started or 0)), 0) if running else 0)
+        warm = warm or scoring
         ends = timeline(self.jobs, self.order, [scale * r for r in table], self.study, len(self.workers) - 1,
                         now=time.time() - self.t0, compiled=True, scorer_free_at=free_at, scorer_warm=warm)
         return ends["end"]

@@ -114,6 +114,33 @@ def test_part2_timeline_speeds_up_the_trajectories_left_and_queues_the_scores():
     assert ends["score:b"] == pytest.approx(107.0)
 
 
+def test_part2_projects_the_end_from_the_measured_rate(mnist_plan, tmp_path):
+    """Once the first round has run, the projection is the timeline at the TOML's rates scaled by the rate
+    the trainings show: twice the table's 33 steps/s, and every training's steps take half the time (each
+    round's own seconds do not scale)."""
+    import time
+
+    part2 = mnist_plan[0]
+    data, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    jobs, _ = part2.make_plan(RunConfig.from_dict(data), study, tmp_path)
+    sched = object.__new__(part2.Part2Scheduler)  # its projection alone: no worker processes
+    sched.jobs, sched.order, sched.study, sched.t0, sched.first_round_s = {j.id: j for j in jobs}, [j.id for j in jobs], \
+        study, time.time(), None
+    now = time.time()
+    sched.workers = [{"kind": "train", "job": f"{n}@dense", "rate": [(now - 10, 0), (now, 660)]}
+                     for n in study["schedules"]] + [{"kind": "score", "job": None, "rate": []}]
+    for n in study["schedules"]:
+        sched.jobs[f"{n}@dense"].state, sched.jobs[f"{n}@dense"].progress = "running", 660
+    assert sched.projected_end() is None  # the first round not done yet: no projection, no cut
+    sched.first_round_s = 140.0
+    fast = sched.projected_end()
+    table = part2.timeline(sched.jobs, sched.order, study["train-rates"], study, 3, compiled=True)
+    doubled = part2.timeline(sched.jobs, sched.order, [2 * r for r in study["train-rates"]], study, 3, compiled=True)
+    assert fast == pytest.approx(doubled["end"], abs=1.0)
+    overhead = 14 * study["round-seconds"]  # rounds 0-13, as part of the dense round is done
+    assert doubled["uniform@0.95"] == pytest.approx((table["uniform@0.95"] - overhead) / 2 + overhead, rel=1e-9)
+
+
 def test_part2_compares_each_cell_with_the_incremental_curve_at_its_sparsity():
     """fd-lenet interpolated in log space along part 1's curve; a margin inside the seed spread (relative,
     as part 1 measured it) decides nothing; the claim holds only where incremental wins every cell."""
