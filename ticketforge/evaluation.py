@@ -113,8 +113,11 @@ class Scoring:
                              f"({self._dataset_of[1]}): score runs of other data in another evaluation")
         return self.dataset
 
-    def score(self, item: EvalItem) -> dict[str, Any]:
-        """Score one item, store its scores, and return them with what was scored."""
+    def score(self, item: EvalItem, *, store: bool = True) -> dict[str, Any]:
+        """Score one item, store its scores (unless ``store`` is False), and return them with what was scored.
+
+        With ``store`` False nothing is written, so a finished round can be scored while its run trains
+        on (under the run's lock); :func:`ticketforge.record_metrics` stores the scores later."""
         from .api import load_round, record_metrics
 
         dataset = self._data(item.path)
@@ -126,7 +129,7 @@ class Scoring:
                                          generator=gen, device=dev, steps=self.steps,
                                          sampler=sampler_of(loaded.spec, self.sampler).get("sampler"))
         scores = {**scores, "seed": self.seed, "ema": self.ema, "precision": resolved, "compile": self.compile}
-        if self.ctx.is_main:
+        if store and self.ctx.is_main:
             record_metrics(item.path, loaded.round, {self.evaluator_name: scores})
         branch = loaded.config.get("branch") if isinstance(loaded.config.get("branch"), dict) else None
         return {"round": loaded.round, "branch": item.branch or (branch or {}).get("name"),

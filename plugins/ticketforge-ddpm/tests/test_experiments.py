@@ -127,6 +127,16 @@ def _part1():
     return load_script(STUDY / "part1.py")
 
 
+def study_command(script: str, toml: Path, out: Path, sets: list[str], study_sets: list[str], tmp_path: Path
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The command line (and environment) that runs a study part on the CPU, its own cache in ``tmp_path``."""
+    import os
+
+    argv = [sys.executable, str(STUDY / script), str(toml), "--out", str(out), "--no-mps"]
+    argv += [a for s in sets for a in ("--set", s)] + [a for s in study_sets for a in ("--study-set", s)]
+    return argv, {**os.environ, "TICKETFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
 def test_part1_plans_the_sparsities_the_engine_prunes_to(tmp_path):
     """The planner's sparsity per round (from the schedule alone) is the one a run reaches, so the
     cells sit at the rounds nearest their targets and the run ends where the plan says."""
@@ -169,7 +179,6 @@ def test_part1_plan_has_each_control_of_each_cell_and_scores_every_training(tmp_
 def test_part1_runs_a_tiny_part_end_to_end(tmp_path):
     """The scheduler, its workers (one training, one scoring: each its own process) and the report, on
     two tiny rounds: every job finishes, the scores land in the JSON, the repro branch repeats its round."""
-    import os
     import subprocess
 
     out = tmp_path / "p1"
@@ -179,9 +188,7 @@ def test_part1_runs_a_tiny_part_end_to_end(tmp_path):
     study = ["sparsities=[0.3]", 'controls=["random-tau", "ticket-tau0.25"]', "spread-seed=", "samples=16",
              "sample-steps=2", "train-workers=1", "cut-order=[]", "evaluator-options={max_steps=2, "
              "reference_samples=16, kid_subsets=2, kid_subset_size=8, batch_size=16}"]
-    argv = [sys.executable, str(STUDY / "part1.py"), str(STUDY / "rewind.toml"), "--out", str(out), "--no-mps"]
-    argv += [a for s in sets for a in ("--set", s)] + [a for s in study for a in ("--study-set", s)]
-    env = {**os.environ, "TICKETFORGE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    argv, env = study_command("part1.py", STUDY / "rewind.toml", out, sets, study, tmp_path)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     doc = json.loads((out / "results" / "part1.json").read_text())

@@ -1,0 +1,244 @@
+"""experiments/study/part2.py (issue 18): the plan it makes on the mnist preset, its projection and cut
+order, its comparison with part 1, and one whole tiny part in its own processes, run twice."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+from test_experiments import STUDY, load_script, study_command
+
+from ticketforge import Engine, RunConfig, TicketforgeError
+
+TOML = STUDY / "schedules.toml"
+
+
+def _part2():
+    return load_script(STUDY / "part2.py")
+
+
+@pytest.fixture(scope="module")
+def mnist_plan(tmp_path_factory):
+    """``part2.py schedules.toml --plan``: the job graph and projection of the real study (no training)."""
+    part2 = _part2()
+    out = tmp_path_factory.mktemp("plan")
+    return part2, part2.main([str(TOML), "--out", str(out), "--plan"]), out
+
+
+def test_part2_runs_with_part1s_settings():
+    """The trajectories are part 1's run with another schedule: the top-level settings are rewind.toml's."""
+    part2 = _part2()
+    ours, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    theirs, _ = part2.read_study(STUDY / "rewind.toml", [], [], set(load_script(STUDY / "part1.py").STUDY_KEYS))
+    assert ours == theirs
+    assert study["schedules"] == ["uniform", "global", "erk"] and study["samples"] == 10000
+    assert (TOML.parent / study["part1-json"]).resolve() == STUDY.parents[1] / "docs" / "results" / "part1" / "part1.json"
+
+
+def test_part2_plans_the_cells_of_each_schedule_on_the_mnist_preset(mnist_plan):
+    """p=20 prunes a fifth of what is left per round in every schedule: 14 prunings to >= 95%, and the
+    rounds nearest 68/85/95% are 5 (67.2%), 9 (86.6%: nearer than round 8's 83.2%) and 13 (94.5%)."""
+    _, doc, out = mnist_plan
+    for name in ("uniform", "global", "erk"):
+        traj = doc["plan"]["trajectories"][name]
+        assert traj["last_round"] == 14 and traj["planned_sparsity"][14] == pytest.approx(0.956, abs=5e-4)
+        assert traj["planned_sparsity"][13] < 0.95 <= traj["planned_sparsity"][14]
+        assert [c["round"] for c in traj["cells"]] == [5, 9, 13]
+        assert [c["planned_sparsity"] for c in traj["cells"]] == pytest.approx([1 - 0.8 ** 5, 1 - 0.8 ** 9, 1 - 0.8 ** 13],
+                                                                              abs=5e-4)
+
+
+def test_part2_job_graph_chains_each_trajectory_and_scores_its_cells(mnist_plan, tmp_path):
+    part2, _, _ = mnist_plan
+    data, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    jobs, chosen = part2.make_plan(RunConfig.from_dict(data), study, tmp_path)
+    by_id = {j.id: j for j in jobs}
+    for name in study["schedules"]:
+        chain = [j for j in jobs if j.kind == "run" and j.args["schedule"] == name]
+        assert [j.id for j in chain] == [f"{name}@{s}" for s in ("dense", "0.68", "0.85", "0.95", "last")]
+        assert [(j.args["first_round"], j.args["config"]["rounds"]) for j in chain] == [(0, 0), (1, 5), (6, 9),
+                                                                                       (10, 13), (14, 14)]
+        assert [j.needs_jobs for j in chain] == [[]] + [[j.id] for j in chain[:-1]]
+        assert {j.args["config"]["out"] for j in chain} == {str(tmp_path / name)}  # one run folder, continued
+        assert [j.args["config"]["target_sparsity"] for j in chain] == [None] * 4 + [0.95]
+        assert all(j.args["config"]["schedule"] == name and j.steps == 3000 * (j.args["config"]["rounds"] -
+                                                                               j.args["first_round"] + 1) for j in chain)
+        for k, seg in ((5, "0.68"), (9, "0.85"), (13, "0.95")):
+            for kind in ("score", "flops"):
+                job = by_id[f"{kind}:{name}-r{k}"]
+                assert job.needs_jobs == [f"{name}@{seg}"] and job.args["round"] == k and job.args["store"] is False
+    dense = [j.id for j in jobs if j.kind == "score" and j.args["round"] == 0]
+    assert dense == ["score:uniform-r0"]  # the dense round once
+    assert [j.id for j in jobs[:3]] == ["uniform@dense", "global@dense", "erk@dense"]  # one trajectory a worker
+    assert set(study["cut-order"]) <= {j.id for j in jobs if j.kind == "run"}
+
+
+def test_part2_cuts_in_its_order_to_fit_the_budget(mnist_plan):
+    """At part 1's rates the whole plan is over 23 minutes; the cut order takes the rounds past the 95%
+    cells first, then erk's 95% cell (with its score), and stops as soon as the plan fits."""
+    _, doc, _ = mnist_plan
+    proj = doc["projection"]
+    assert proj["uncut_end_s"] > proj["budget_s"] >= proj["end_s"] and proj["fits"]
+    assert [c["job"] for c in proj["cuts"]] == ["erk@last", "global@last", "uniform@last", "erk@0.95"]
+    assert sorted(proj["cuts"][3]["with"]) == ["flops:erk-r13", "score:erk-r13"]
+    ends = proj["ends"]
+    assert all(f"score:uniform-r{k}" in ends for k in (0, 5, 9, 13))  # the claim's own cells stay
+    assert ends["uniform@0.95"] < ends["score:uniform-r13"] <= ends["end"] - 30  # report-seconds last
+    assert ends["uniform@0.95"] < proj["uncut_ends"]["uniform@0.95"]  # sooner with erk stopped at its 85% cell
+
+
+def test_part2_timeline_speeds_up_the_trajectories_left_and_queues_the_scores():
+    """Two trajectories side by side at 50 steps/s each; when the shorter one ends, the other goes on at
+    100 steps/s. The scorer takes each score as its trajectory ends, in the plan's order."""
+    part2 = _part2()
+    Job = part2.Job
+    cfg = {"steps_per_round": 1000}
+    jobs = [Job("a", "run", {"config": cfg, "first_round": 0, "schedule": "a"}, steps=1000),
+            Job("b", "run", {"config": cfg, "first_round": 0, "schedule": "b"}, steps=2000),
+            Job("score:a", "score", {}, needs_jobs=["a"]), Job("score:b", "score", {}, needs_jobs=["b"]),
+            Job("flops:b", "flops", {}, needs_jobs=["b"])]
+    study = {"round-seconds": 0.0, "compile-seconds": 0.0, "score-seconds": 2.0, "busy-score-seconds": 4.0,
+             "first-score-seconds": 8.0, "flops-seconds": 1.0, "report-seconds": 10.0}
+    by_id = {j.id: j for j in jobs}
+    ends = part2.timeline(by_id, list(by_id), [100.0, 50.0], study, n_train=2)
+    assert ends["a"] == pytest.approx(20.0) and ends["b"] == pytest.approx(30.0)
+    assert ends["score:a"] == pytest.approx(28.0)  # the first score: the featurizer's training
+    assert ends["score:b"] == pytest.approx(32.0) and ends["flops:b"] == pytest.approx(33.0)  # alone: 2 s
+    assert ends["end"] == pytest.approx(43.0)
+    by_id["b"].state, by_id["b"].progress = "running", 1500  # live: b half done, a cut (its score too)
+    assert part2.cut(by_id, "a") == ["a", "score:a"]
+    ends = part2.timeline(by_id, list(by_id), [100.0, 50.0], study, n_train=2, now=100.0, scorer_warm=True)
+    assert ends["b"] == pytest.approx(105.0) and "a" not in ends and "score:a" not in ends
+    assert ends["score:b"] == pytest.approx(107.0)
+
+
+def test_part2_projects_the_end_from_the_measured_rate(mnist_plan, tmp_path):
+    """Once the first round has run, the projection is the timeline at the TOML's rates scaled by the rate
+    the trainings show: twice the table's 33 steps/s, and every training's steps take half the time (each
+    round's own seconds do not scale)."""
+    import time
+
+    part2 = mnist_plan[0]
+    data, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    jobs, _ = part2.make_plan(RunConfig.from_dict(data), study, tmp_path)
+    sched = object.__new__(part2.Part2Scheduler)  # its projection alone: no worker processes
+    sched.jobs, sched.order, sched.study, sched.t0, sched.first_round_s = {j.id: j for j in jobs}, [j.id for j in jobs], \
+        study, time.time(), None
+    now = time.time()
+    sched.workers = [{"kind": "train", "job": f"{n}@dense", "rate": [(now - 10, 0), (now, 660)]}
+                     for n in study["schedules"]] + [{"kind": "score", "job": None, "rate": []}]
+    for n in study["schedules"]:
+        sched.jobs[f"{n}@dense"].state, sched.jobs[f"{n}@dense"].progress = "running", 660
+    assert sched.projected_end() is None  # the first round not done yet: no projection, no cut
+    sched.first_round_s = 140.0
+    fast = sched.projected_end()
+    table = part2.timeline(sched.jobs, sched.order, study["train-rates"], study, 3, compiled=True)
+    doubled = part2.timeline(sched.jobs, sched.order, [2 * r for r in study["train-rates"]], study, 3, compiled=True)
+    assert fast == pytest.approx(doubled["end"], abs=1.0)
+    overhead = 14 * study["round-seconds"]  # rounds 0-13, as part of the dense round is done
+    assert doubled["uniform@0.95"] == pytest.approx((table["uniform@0.95"] - overhead) / 2 + overhead, rel=1e-9)
+
+
+def test_part2_compares_each_cell_with_the_incremental_curve_at_its_sparsity():
+    """fd-lenet interpolated in log space along part 1's curve; a margin inside the seed spread (relative,
+    as part 1 measured it) decides nothing; the claim holds only where incremental wins every cell."""
+    part2 = _part2()
+    reference = {"curve": [{"sparsity": 0.0, "fd_lenet": 10.0}, {"sparsity": 0.5, "fd_lenet": 20.0},
+                           {"sparsity": 0.9, "fd_lenet": 100.0}], "seed_spread": {"rel": 0.1}}
+
+    def row(schedule, s, fd):
+        return {"schedule": schedule, "cell": f"{s:g}", "round": 1, "sparsity": s, "fd_lenet": fd,
+                "sampling_sparse_macs": 1}
+
+    rows = [row("uniform", 0.5, 30.0), row("uniform", 0.7, 46.0), row("global", 0.7, 30.0)]
+    out = part2.compare(rows, reference)
+    assert out[1]["incremental_fd_lenet_at_sparsity"] == pytest.approx(math.sqrt(20.0 * 100.0))  # 44.7, not 60
+    assert [c["verdict"] for c in out] == ["incremental better", "within the seed spread", "schedule better"]
+    assert out[0]["incremental_sparsity_at_this_fd"] == pytest.approx(0.5 + 0.4 * math.log(1.5) / math.log(5.0))
+    assert part2.claim(out)["status"] == "not decided" and part2.claim(out, "global")["status"] == "not held"
+    assert part2.claim(part2.compare([row("uniform", 0.5, 30.0)], reference))["status"] == "held"
+
+
+def test_scoring_without_storing_works_while_the_run_holds_its_lock(tmp_path, monkeypatch):
+    """``Scoring.score(store=False)`` (part 2 scores rounds while their run trains on) writes nothing, so
+    the run's lock does not stop it; storing under the lock is refused as before."""
+    from ticketforge.evaluation import EvalItem, Scoring
+    from ticketforge.store import RunLock, RunStore
+
+    monkeypatch.setenv("TICKETFORGE_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    Engine(RunConfig(preset="tiny", schedule="uniform", rounds=0, steps_per_round=2, device="cpu", out=str(run),
+                     artifacts=False, log_every=1, dataset="mnist-sample")).run()
+    scoring = Scoring("fd-lenet", n_samples=8, sampler="ddim", steps=2, device="cpu",
+                      options={"max_steps": 2, "reference_samples": 8, "kid_subsets": 2, "kid_subset_size": 4,
+                               "batch_size": 8})
+    before = RunStore(run).round_record(0)
+    with RunLock(run):
+        out = scoring.score(EvalItem(str(run), 0), store=False)
+        assert out["scores"]["n_samples"] == 8 and RunStore(run).round_record(0) == before
+        with pytest.raises(TicketforgeError, match="is in use by pid"):
+            scoring.score(EvalItem(str(run), 0))
+
+
+def test_part2_runs_a_tiny_part_end_to_end_and_resumes(tmp_path):
+    """Three tiny trajectories in two training processes and one scoring process: every job finishes,
+    each scored round reaches the sparsity the plan gave it and carries its scores in its record (stored
+    once its run was done), ``ticketforge flops``'s counts and its per-group profile; run again, nothing is
+    trained or scored again."""
+    from ticketforge.inspection import model_report
+    from ticketforge.store import RunStore
+
+    out = tmp_path / "p2"
+    sets = ['preset="tiny"', "steps-per-round=8", "compile=false", 'precision="auto"', 'dataset="mnist-sample"',
+            "data-root=", "batch-size=8", "warmup-steps=1", "target-sparsity=0.5", "log-every=4",
+            "checkpoint-every=4", 'device="cpu"', "keep-rewind-points=[0.0]"]
+    study = ["sparsities=[0.3, 0.55]", "samples=16", "sample-steps=2", "train-workers=2", "cut-order=[]",
+             "evaluator-options={max_steps=2, reference_samples=16, kid_subsets=2, kid_subset_size=8, batch_size=16}"]
+    argv, env = study_command("part2.py", TOML, out, sets, study, tmp_path)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads((out / "results" / "part2.json").read_text())
+    assert {j: v["state"] for j, v in doc["jobs"].items() if v["state"] != "done"} == {}
+    rows = {r["id"]: r for r in doc["rows"]}
+    # 20/36/48.8/59%: 0.3 -> round 2, 0.55 -> round 4, where the run stops (>= 50%): its score is made
+    # after the run is done, round 2's while it trains on
+    assert sorted(rows) == sorted(["uniform-r0"] + [f"{s}-r{k}" for s in ("uniform", "global", "erk") for k in (2, 4)])
+    assert [j for j in doc["jobs"] if j.startswith("uniform@")] == ["uniform@dense", "uniform@0.3", "uniform@0.55"]
+    for r in rows.values():
+        traj = doc["plan"]["trajectories"][r["schedule"]]
+        assert traj["last_round"] == 4
+        assert r["sparsity"] == pytest.approx(traj["planned_sparsity"][r["round"]], abs=1e-12)  # the engine's masks
+        stored = RunStore(out / r["schedule"]).round_record(r["round"])["metrics"]["fd-lenet"]
+        assert stored["fd_lenet"] == r["fd_lenet"] and r["n_samples"] == 16 and not r["score_reused"]
+        assert r["store_error"] is None
+        report = model_report(str(out / r["schedule"]), None, None, {}, r["round"])
+        assert (r["dense_macs"], r["sparse_macs"], r["nonzero_params"]) == (
+            report["dense_macs"], report["sparse_macs"], report["nonzero_params"])
+        assert r["sampling_sparse_macs"] == 2 * r["sparse_macs"]  # DDIM 2 steps: two forward passes a sample
+        lo, hi = r["estimated_sampling_sparse_macs_bounds"]
+        assert lo <= r["sampling_sparse_macs"] <= hi  # part 1's estimate brackets the exact count
+        assert [g["name"] for g in r["groups"]] == [g["name"] for g in report["by_group"]]
+        assert sum(g["nonzero_params"] for g in r["groups"]) == round((1 - r["sparsity"]) * r["prunable_params"])
+    assert rows["uniform-r2"]["sparse_macs"] < rows["uniform-r0"]["sparse_macs"] == rows["uniform-r0"]["dense_macs"]
+    assert [p["round"] for p in doc["final_profiles"].values()] == [4, 4, 4, 9]  # part 1's incremental: round 9
+    assert doc["part1"]["curve"][1]["round"] == 3 and doc["part1"]["seed_spread"]["seeds"] == [0, 1]
+    for cell in doc["part1"]["curve"]:  # its per-group profile (the schedule's math) is part 1's measured sparsity
+        groups = cell["groups"]
+        assert sum(g["params"] * g["sparsity"] for g in groups) / sum(g["params"] for g in groups) == \
+            pytest.approx(cell["sparsity"], abs=1e-12)
+    for png in ("part2_fd.png", "part2_macs.png", "part2_groups.png"):
+        assert (out / "results" / png).exists()
+
+    def trained() -> dict[str, list]:
+        return {s: [(k, RunStore(out / s).round_record(k)["metrics"]["seconds"]) for k in RunStore(out / s).finished_rounds()]
+                for s in ("uniform", "global", "erk")}
+
+    before = trained()
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)  # resumes: nothing redone
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    doc2 = json.loads((out / "results" / "part2.json").read_text())
+    assert all(r["score_reused"] for r in doc2["rows"]) and len(doc2["rows"]) == len(rows)
+    assert trained() == before
+    assert [r["fd_lenet"] for r in doc2["rows"]] == [r["fd_lenet"] for r in doc["rows"]]
