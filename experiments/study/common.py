@@ -148,7 +148,10 @@ class _StepReporter:
         self.outbox.put(("round", self.wid, round_index, 0, time.time()))
 
 
-def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) -> None:
+def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any],
+           handlers: dict[str, Any] | None = None) -> None:
+    """One worker process. ``handlers``: a part's own kinds of job, each ``(args, state) -> result``, with
+    ``state`` one dict for all the jobs of this process (what it keeps across them: compiled denoisers)."""
     import torch
 
     from ticketforge import Engine, RunConfig, branch
@@ -161,6 +164,7 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
         torch.set_num_threads(1)  # small convolutions on a shared CPU
     get_registry().pm.register(_StepReporter(outbox, wid), name="study-progress")
     scoring = None
+    state: dict[str, Any] = {}
     while (job := inbox.get()) is not None:
         jid, jkind, args = job
         t0 = time.perf_counter()
@@ -182,6 +186,8 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
             elif jkind == "flops":
                 from ticketforge.inspection import model_report  # what `ticketforge flops --json` prints
                 result = model_report(args["path"], None, None, {}, args["round"])
+            elif handlers and jkind in handlers:
+                result = handlers[jkind](args, state)
             else:
                 result = draw_grids(args)
             outbox.put(("done", wid, jid, result, time.perf_counter() - t0))
@@ -289,7 +295,8 @@ class Scheduler:
     included) is timed (None: the first run job to finish a round)."""
 
     def __init__(self, jobs: list[Job], study: dict[str, Any], n_train: int, log: Any,
-                 first_round_of: str | None = None) -> None:
+                 first_round_of: str | None = None, handlers: dict[str, Any] | None = None) -> None:
+        self.handlers = dict(handlers or {})  # job kind -> module-level function, run by the scoring worker
         self.jobs = {j.id: j for j in jobs}
         self.first_round_of = first_round_of
         self.order = [j.id for j in jobs]
@@ -299,7 +306,8 @@ class Scheduler:
         self.workers: list[dict[str, Any]] = []
         for wid, kind in enumerate(["train"] * n_train + ["score"]):
             inbox = self.ctx.Queue()
-            proc = self.ctx.Process(target=worker, args=(wid, kind, inbox, self.outbox, study), daemon=True)
+            proc = self.ctx.Process(target=worker, args=(wid, kind, inbox, self.outbox, study, self.handlers),
+                                    daemon=True)
             proc.start()
             self.workers.append({"kind": kind, "inbox": inbox, "proc": proc, "job": None, "rate": []})
         self.t0 = time.time()
@@ -318,7 +326,7 @@ class Scheduler:
         for w in self.workers:
             if w["job"] is not None:
                 continue
-            kinds = TRAINING if w["kind"] == "train" else ("score", "grids", "flops")
+            kinds = TRAINING if w["kind"] == "train" else ("score", "grids", "flops", *self.handlers)
             for jid in self.order:
                 job = self.jobs[jid]
                 if job.state == "todo" and job.kind in kinds and blocked(job, self.jobs):
