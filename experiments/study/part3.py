@@ -4,18 +4,24 @@ sampling pay?
     python experiments/study/part3.py experiments/study/similarity.toml --out /tmp/study3
     python experiments/study/part3.py experiments/study/similarity.toml --out /tmp/study3 --plan  # no GPU
 
-On one H200 (started bare; the data copied as for parts 1 and 2; about 15 minutes of the 23-minute
-budget at part 1's rates, ``--plan`` prints the job graph and the projection):
+On one H200 started bare (wheels of this commit in .whl/, the MNIST IDX files in .data/mnist; the GPU
+session's three calls are in README-part3.md), the part itself is:
 
-    python experiments/study/part3.py experiments/study/similarity.toml --out runs/study-part3 \\
-        2>&1 | tee runs/study-part3.log
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TICKETFORGE_CACHE=/tmp/tfcache \
+        STUDY_COMMIT=COMMIT && mkdir -p /tmp/study3 && python3 experiments/study/part3.py \
+        experiments/study/similarity.toml --out /tmp/study3 > /tmp/study3/study.out 2>&1
+
+Projected at part 1's H200 rates (``--plan``): the trainings end at 10.2 min, the part at 15.0 min of
+its 23-minute budget, nothing cut; at half that training rate (16.5 steps/s) 24.0 min uncut, the four
+outer mixed cells of ``cut-order`` are cut.
 
 Trains the three trajectories of ``[study] tickets`` (part 1's run with its seeds replaced: seed 0;
 seed 1 from seed 0's theta_0, ``--init-seed 0``; seed 1) side by side, one training process each (under
 CUDA MPS where the machine has it), to the target sparsity (round 5, 84.6%). One scoring process does
 the rest as soon as what it needs is done:
 
-* CKA of the first ticket against each other one (``cka:A~B@rK``), at its last round and at round 0
+* CKA of the first ticket against each other one (``cka:A-vs-B@rK``), at its last round and at round 0
   (the dense networks: the reference level): per pruned module in forward order, debiased linear CKA of
   the masked weights (``ticketforge compare``'s, Kornblith's formula with the square root; the paper's
   formula without it is kept per module as ``cka_paper_no_sqrt`` and not reported), the mask Jaccard
@@ -35,21 +41,22 @@ The plan is timed against ``budget-minutes`` from the measured rates once the fi
 mixed cells in ``cut-order`` are cut while it does not fit (never the sample count), and the JSON says
 which. Resumable: the runs resume from their checkpoints; each CKA and mixed cell is kept in
 ``OUT/results/part3/`` with its settings and not made again. Writes ``OUT/results/part3.json``,
-``part3_cka_<A>~<B>.png`` (per pair: weights, activations at each timestep, Jaccard, against the dense
-reference), ``part3_rank.png`` (rho per mode and pair) and ``part3_mixed.png`` (fd-lenet and KID against
-sampling MACs). ``--set`` and ``--study-set`` as in part1.py.
+``part3_table.md`` (the tables for docs/results.md), ``part3_cka_<A>-vs-<B>.png`` (per pair: weights,
+activations at each timestep, Jaccard, against the dense reference), ``part3_rank.png`` (rho per mode
+and pair) and ``part3_mixed.png`` (fd-lenet and KID against sampling MACs). ``--set`` and
+``--study-set`` as in part1.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, the scheduler parts 1 and 2 share
 
@@ -58,13 +65,17 @@ from common import (  # noqa: E402
     Job,
     Scheduler,
     blocked,
-    commit_of,
-    device_name,
     last_round,
     plan_rounds,
-    read_study,
+    rate_scale,
+    read_run,
+    read_study,  # noqa: F401 (the tests read the TOML with it, as part 2's do)
+    run_facts,
+    scorer_free_at,
+    serve_in_order,
     start_mps,
     stop_mps,
+    study_parser,
 )
 
 STUDY_KEYS = {"tickets", "cka-samples", "cka-timesteps", "cka-seed", "alpha", "switches", "evaluator", "samples",
@@ -121,8 +132,8 @@ def make_plan(run_cfg: Any, study: dict[str, Any], out: Path) -> tuple[list[Job]
 
     def cka(pair: tuple[str, str], k: int) -> Job:
         a, b = pair
-        return Job(f"cka:{a}~{b}@r{k}", "cka", {"a": folders[a], "b": folders[b], "round": k, "pair": f"{a}~{b}",
-                                               "file": str(results / "cka" / f"{a}~{b}@r{k}.json"), **cka_settings},
+        return Job(f"cka:{a}-vs-{b}@r{k}", "cka", {"a": folders[a], "b": folders[b], "round": k, "pair": f"{a}-vs-{b}",
+                                               "file": str(results / "cka" / f"{a}-vs-{b}@r{k}.json"), **cka_settings},
                    needs_rounds=[(folders[a], k), (folders[b], k)])
 
     def score(order: str, switch: int | None) -> Job:
@@ -135,7 +146,7 @@ def make_plan(run_cfg: Any, study: dict[str, Any], out: Path) -> tuple[list[Job]
     jobs += [flops(0), score("dense", None), *(cka(p, 0) for p in pairs), flops(last), *(cka(p, last) for p in pairs)]
     jobs += [score(order, s) for order, s in mixed if order != "dense"]
     chosen = {"planned_sparsity": plan.sparsity[:last + 1], "last_round": last, "tickets": study["tickets"],
-              "pairs": [f"{a}~{b}" for a, b in pairs], "sampler_timesteps": timesteps,
+              "pairs": [f"{a}-vs-{b}" for a, b in pairs], "sampler_timesteps": timesteps,
               "schedules": [{"order": o, "switch": s} for o, s in mixed], "folders": folders}
     return jobs, chosen
 
@@ -174,31 +185,30 @@ def projection(jobs: dict[str, Job], order: list[str], rates: list[float], study
         slots[slots.index(start)] = ends[job.id]
     train_end = max([now, *(ends[j.id] for j in runs)])
 
-    def ready_at(job: Job) -> float:
+    def ready_at(jid: str) -> float:
+        job = jobs[jid]
         return max([now, *(round_end.get(need, now) for need in job.needs_rounds),
                     *(ends.get(need, now) for need in job.needs_jobs)])
 
-    pending = [jobs[jid] for jid in order if jobs[jid].kind not in TRAINING and jobs[jid].state == "todo"
+    pending = [jid for jid in order if jobs[jid].kind not in TRAINING and jobs[jid].state == "todo"
                and not blocked(jobs[jid], jobs)]
-    t, hot = max(scorer_free_at, now), set(warm)
-    while pending:
-        ready = [j for j in pending if ready_at(j) <= t]
-        if not ready:
-            t = min(ready_at(j) for j in pending)
-            continue
-        job = ready[0]
-        pending.remove(job)
-        if job.kind == "mixed":
-            cost = study["first-score-seconds"] if "score" not in hot else \
-                study["busy-score-seconds"] if t < train_end else study["score-seconds"]
-            if job.args["order"] != "dense" and "ticket" not in hot:
-                cost += study["switch-compile-seconds"]
-                hot.add("ticket")
-            hot.add("score")
-        else:
-            cost = study["cka-seconds"] if job.kind == "cka" else study["flops-seconds"]
-        t += cost
-        ends[job.id] = t
+    hot = set(warm)
+
+    def cost(jid: str, t: float) -> float:
+        job = jobs[jid]
+        if job.kind != "mixed":
+            return study["cka-seconds"] if job.kind == "cka" else study["flops-seconds"]
+        seconds = study["first-score-seconds"] if "score" not in hot else \
+            study["busy-score-seconds"] if t < train_end else study["score-seconds"]
+        if job.args["order"] != "dense" and "ticket" not in hot:
+            seconds += study["switch-compile-seconds"]
+            hot.add("ticket")
+        hot.add("score")
+        return seconds
+
+    served = serve_in_order(pending, max(scorer_free_at, now), ready_at, cost)
+    ends.update(served)
+    t = max(served.values(), default=max(scorer_free_at, now))
     ends["end"] = max(train_end, t) + study["report-seconds"]
     return ends
 
@@ -229,24 +239,19 @@ class Part3Scheduler(Scheduler):
     """Part 3's projection (:func:`projection` at the measured rate)."""
 
     def projected_end(self) -> float | None:
-        rates = [r for w in self.workers if w["kind"] == "train" and (r := self.rate(w))]
-        if not rates or self.first_round_s is None:
+        scale = rate_scale(self)
+        if scale is None:
             return None
-        table = self.study["train-rates"]
-        n_now = sum(1 for w in self.workers if w["kind"] == "train" and w["job"])
-        scale = (sum(rates) / len(rates)) / table[min(max(n_now, 1), len(table)) - 1]
-        now = time.time() - self.t0
-        scorer = next(w for w in self.workers if w["kind"] == "score")
-        running = self.jobs[scorer["job"]] if scorer["job"] else None
-        cost = self.study["busy-score-seconds"] if running is not None and running.kind == "mixed" else \
-            self.study["cka-seconds"] if running is not None else 0.0
-        free_at = now + (max(cost - (time.time() - (running.started or 0)), 0) if running else 0)
+        study = self.study
+        free_at = scorer_free_at(self, lambda job: study["busy-score-seconds"] if job.kind == "mixed" else
+                                 study["cka-seconds"] if job.kind == "cka" else study["flops-seconds"])
         warm = frozenset(w for w, done in (
             ("score", any(j.kind == "mixed" and j.state in ("done", "running") for j in self.jobs.values())),
             ("ticket", any(j.kind == "mixed" and j.args["order"] != "dense" and j.state in ("done", "running")
                            for j in self.jobs.values()))) if done)
-        ends = projection(self.jobs, self.order, [scale * r for r in table], self.study, len(self.workers) - 1,
-                          now=now, compiled=True, scorer_free_at=free_at, warm=warm)
+        ends = projection(self.jobs, self.order, [scale * r for r in study["train-rates"]], study,
+                          len(self.workers) - 1, now=time.time() - self.t0, compiled=True, scorer_free_at=free_at,
+                          warm=warm)
         return ends["end"]
 
 
@@ -282,13 +287,34 @@ def pair_cka(args: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     kept too), the masks' Jaccard and the activations' linear and RBF CKA at each timestep."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with full_precision():  # the scoring process samples in TF32/bf16; the activations here are FP32
+        return _pair_cka(args, state, device)
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """FP32 matmuls and convolutions (no TF32) inside, the process's settings restored after."""
+    import torch
+
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+
+
+def _pair_cka(args: dict[str, Any], state: dict[str, Any], device: str) -> dict[str, Any]:
     from ticketforge.api import load_round
     from ticketforge.comparison import compare_rounds
     from ticketforge.registry import get_registry
     from ticketforge.similarity.cka import activation_grams, cka_of_grams, weight_cka
     from ticketforge_ddpm.probes import noisy_inputs
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     a = load_round(args["a"], args["round"], ema=True, device=device)
     b = load_round(args["b"], args["round"], ema=True, device=device)
     doc = compare_rounds(a, b, mode="weights", kernel="linear", debiased=True)
@@ -565,6 +591,42 @@ def plot_mixed(rows: list[dict[str, Any]], metric: str, n_samples: int, file: Pa
     plt.close(fig)
 
 
+def table_md(result: dict[str, Any], study: dict[str, Any]) -> str:
+    """The rank-correlation table, the claim per mode and the mixed-sampling table, in Markdown."""
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    lines = [f"Spearman's rho of per-module CKA (Jaccard) against module position, tickets at round "
+             f"{result['plan']['last_round']} and the dense networks at round 0 (alpha {study['alpha']}; rho < 0: "
+             "upstream more alike). CKA is Kornblith's, with the square root, debiased; not the paper's formula.", "",
+             "| pair | mode | rho | p | n | trend | mean | dense rho | dense p | dense trend | dense mean |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+    for r in result["rank_table"]:
+        lines.append(f"| {r['pair']} | {r['mode']} | {num(r['rho'], '+.3f')} | {num(r['p'], '.2g')} | {num(r['n'], 'd')} "
+                     f"| {r['trend'] or ''} | {num(r['mean'], '.3f')} | {num(r['dense_rho'], '+.3f')} "
+                     f"| {num(r['dense_p'], '.2g')} | {r['dense_trend'] or ''} | {num(r['dense_mean'], '.3f')} |")
+    lines += ["", "| mode | the claim | falls for | rises for | dense falls for |", "|---|---|---|---|---|"]
+    for mode, c in result["claim"].items():
+        lines.append(f"| {mode} | {c['status']} | {', '.join(c['falls'])} | {', '.join(c['rises'])} "
+                     f"| {', '.join(c['dense_falls'])} |")
+    metric = study["evaluator"].replace("-", "_")
+    if result["mixed"]:
+        lines += ["", f"| schedule | dense steps | ticket steps | sampling MACs (G) | of dense | {metric} | KID |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in result["mixed"]:
+            kid = "" if r["kid"] is None else f"{r['kid']:.4g} ± {r['kid_std']:.2g}" if r["kid_std"] is not None \
+                else f"{r['kid']:.4g}"
+            lines.append(f"| {r['schedule']} | {r['dense_steps']} | {r['ticket_steps']} | {r['macs'] / 1e9:.2f} "
+                         f"| {r['macs_fraction_of_dense']:.3f} | {num(r[metric], '.2f')} | {kid} |")
+        summary = result["mixed_summary"]
+        lines += ["", f"Better order for its MACs: {summary['better_order']} (schedules below the other order's curve: "
+                      f"{summary['wins']}); better than the pure ticket: {', '.join(summary['beat_ticket']) or 'none'}; "
+                      f"at least as good as the pure dense network: {', '.join(summary['dominate_dense']) or 'none'}; "
+                      f"below the line between the pure networks: {', '.join(summary['below_chord']) or 'none'}; "
+                      f"Pareto front: {', '.join(summary['pareto'])}."]
+    return "\n".join(lines) + "\n"
+
+
 # -- the command ----------------------------------------------------------------------------------
 def print_plan(jobs: list[Job], chosen: dict[str, Any], proj: dict[str, Any]) -> None:
     print(f"trajectories: rounds 0-{chosen['last_round']} ({100 * chosen['planned_sparsity'][-1]:.2f}%), "
@@ -585,22 +647,8 @@ def print_plan(jobs: list[Job], chosen: dict[str, Any], proj: dict[str, Any]) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder of the runs and results/")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
-    ap.add_argument("--plan", action="store_true", help="print the job graph and its projected minutes, train nothing")
-    args = ap.parse_args(argv)
-
-    from ticketforge import RunConfig
-
-    run_data, study = read_study(args.config, args.sets, args.study_sets, STUDY_KEYS)
-    out = args.out.resolve()
-    run_cfg = RunConfig.from_dict(run_data, source=str(args.config))
-    if run_cfg.target_sparsity is None or run_cfg.steps_per_round is None:
-        sys.exit(f"{args.config}: give target-sparsity and steps-per-round")
+    args = study_parser(__doc__).parse_args(argv)
+    run_cfg, study, out = read_run(args, STUDY_KEYS)
     jobs, chosen = make_plan(run_cfg, study, out)
     unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in jobs})
     if unknown:
@@ -625,18 +673,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if mps:
             stop_mps()
     result = collect(sched.jobs, chosen, study)
-    result.update({
-        "config_file": str(args.config), "overrides": args.sets, "study_overrides": args.study_sets, "study": study,
-        "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
-        "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
-        "wall_seconds": time.time() - sched.t0, "first_round_seconds": sched.first_round_s, "plan": chosen,
-        "projection_at_start": {k: proj[k] for k in ("uncut_end_s", "end_s", "cuts", "budget_s")}, "cuts": sched.cuts,
-        "sparsity": {n: _sparsities(Path(f)) for n, f in chosen["folders"].items()},
-        "jobs": {j.id: {"state": j.state, "seconds": j.seconds,
-                        **({"reused": j.result.get("reused")} if isinstance(j.result, dict) and "reused" in j.result else {}),
-                        **({"error": j.result} if j.state == "failed" else {})} for j in sched.jobs.values()}})
+    result.update(run_facts(args, study, run_cfg, sched, mps))
+    result.update({"plan": chosen, "sparsity": {n: _sparsities(Path(f)) for n, f in chosen["folders"].items()},
+                   "projection_at_start": {k: proj[k] for k in ("uncut_end_s", "end_s", "cuts", "budget_s")}})
     results = out / "results"
     (results / "part3.json").write_text(json.dumps(result, indent=1, default=str))
+    (results / "part3_table.md").write_text(table_md(result, study))
     for pair, by_round in result["cka"].items():
         if by_round:
             plot_cka(pair, by_round, chosen["last_round"], study["cka-timesteps"], result["rank_table"],

@@ -162,16 +162,23 @@ def _first_tensor(output: Any) -> Tensor:
 @torch.no_grad()
 def capture_activations(network: nn.Module, inputs: Any, modules: Sequence[str]) -> dict[str, Tensor]:
     """Outputs of the named modules for one forward pass, each flattened to ``[batch, -1]``."""
+    return _on_outputs(network, inputs, modules, lambda flat: flat.to("cpu", torch.float64))
+
+
+def _on_outputs(network: nn.Module, inputs: Any, modules: Sequence[str], reduce: Callable[[Tensor], Any]
+                ) -> dict[str, Any]:
+    """``reduce`` of each named module's output (detached, flattened to ``[batch, -1]``) for one forward
+    pass, taken as the module runs (a module the forward does not call is left out)."""
     named = dict(network.named_modules())
     missing = [m for m in modules if m not in named]
     if missing:
         raise KeyError(f"no module {missing[0]!r} in the network")
-    captured: dict[str, Tensor] = {}
+    captured: dict[str, Any] = {}
 
     def hook(name: str) -> Callable[..., None]:
         def store(_module: nn.Module, _args: Any, output: Any) -> None:
             out = _first_tensor(output)
-            captured[name] = out.detach().reshape(out.shape[0], -1).to("cpu", torch.float64)
+            captured[name] = reduce(out.detach().reshape(out.shape[0], -1))
         return store
 
     handles = [named[m].register_forward_hook(hook(m)) for m in modules]
@@ -210,26 +217,11 @@ def activation_grams(network: nn.Module, inputs: Any, modules: Sequence[str]) ->
     What :func:`capture_activations` gives, reduced on the network's device as each module runs: a
     batch of a few hundred large feature maps never sits in memory at once. :func:`cka_of_grams`
     takes it (linear and RBF CKA both follow from the Gram)."""
-    named = dict(network.named_modules())
-    missing = [m for m in modules if m not in named]
-    if missing:
-        raise KeyError(f"no module {missing[0]!r} in the network")
-    grams: dict[str, np.ndarray] = {}
+    def gram(flat: Tensor) -> np.ndarray:
+        flat = flat.to(torch.float64)
+        return (flat @ flat.T).cpu().numpy()
 
-    def hook(name: str) -> Callable[..., None]:
-        def store(_module: nn.Module, _args: Any, output: Any) -> None:
-            out = _first_tensor(output).detach()
-            flat = out.reshape(out.shape[0], -1).to(torch.float64)
-            grams[name] = (flat @ flat.T).cpu().numpy()
-        return store
-
-    handles = [named[m].register_forward_hook(hook(m)) for m in modules]
-    try:
-        network(*inputs) if isinstance(inputs, tuple) else network(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return {m: grams[m] for m in modules}
+    return _on_outputs(network, inputs, modules, gram)
 
 
 def cka_of_grams(k: np.ndarray, l: np.ndarray, kernel: Kernel = "linear", *, debiased: bool = False,

@@ -60,12 +60,12 @@ def test_part3_plans_three_trajectories_to_round_5_and_the_cells_they_gate(mnist
         ("run:seed0", 0, None), ("run:seed1-init0", 1, 0), ("run:seed1", 1, None)]
     assert all(j.steps == 18000 and j.args["config"]["out"] == str(tmp_path / j.id[4:]) for j in runs)
     s0, s1i, s1 = (str(tmp_path / n) for n in ("seed0", "seed1-init0", "seed1"))
-    assert by_id["cka:seed0~seed1-init0@r5"].needs_rounds == [(s0, 5), (s1i, 5)]
-    assert by_id["cka:seed0~seed1@r0"].needs_rounds == [(s0, 0), (s1, 0)]
+    assert by_id["cka:seed0-vs-seed1-init0@r5"].needs_rounds == [(s0, 5), (s1i, 5)]
+    assert by_id["cka:seed0-vs-seed1@r0"].needs_rounds == [(s0, 0), (s1, 0)]
     assert by_id["mixed:dense"].needs_rounds == [(s0, 0)]
     assert by_id["mixed:ticket-first@600"].needs_rounds == [(s0, 0), (s0, 5)]
     assert by_id["mixed:ticket-first@600"].args["dense"] == [s0, 0] and by_id["mixed:ticket"].args["ticket"] == [s0, 5]
-    assert [j.id for j in jobs if j.kind == "cka"] == [f"cka:seed0~{b}@r{k}" for k in (0, 5) for b in ("seed1-init0", "seed1")]
+    assert [j.id for j in jobs if j.kind == "cka"] == [f"cka:seed0-vs-{b}@r{k}" for k in (0, 5) for b in ("seed1-init0", "seed1")]
     mixed = [j.id for j in jobs if j.kind == "mixed"]
     assert mixed[:2] == ["mixed:dense", "mixed:ticket"] and len(mixed) == 2 + 2 * 6
     assert [s["switch"] for s in plan["schedules"][2::2]] == [900, 800, 600, 400, 200, 100]
@@ -154,18 +154,18 @@ def test_rank_table_and_claim_on_constructed_profiles():
     reverses it; the dense reference's trend is tested alike, not the dense Jaccard (all ones)."""
     part3 = _part3()
     down, up = [0.9, 0.8, 0.7, 0.6, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]
-    cells = {"a~b": {5: _cell(down, up), 0: _cell(up, [1.0] * 5)}, "a~c": {5: _cell(down, down), 0: _cell(down, [1.0] * 5)}}
+    cells = {"a-vs-b": {5: _cell(down, up), 0: _cell(up, [1.0] * 5)}, "a-vs-c": {5: _cell(down, down), 0: _cell(down, [1.0] * 5)}}
     table = part3.rank_table(cells, 5, [100], 0.05)
     rows = {(r["pair"], r["mode"]): r for r in table}
     assert [r["mode"] for r in table[:4]] == ["weights", "linear@t100", "rbf@t100", "jaccard"]
-    w = rows[("a~b", "weights")]
+    w = rows[("a-vs-b", "weights")]
     assert w["rho"] == pytest.approx(-1.0) and w["trend"] == "falls" and w["dense_trend"] == "rises"
     assert w["mean"] == pytest.approx(0.7)
-    assert rows[("a~b", "jaccard")]["dense_rho"] is None and rows[("a~b", "jaccard")]["random_mean"] == pytest.approx(0.1)
-    claim = part3.claim(table, ["a~b", "a~c"])
-    assert claim["weights"] == {"status": "held", "falls": ["a~b", "a~c"], "rises": [], "dense_falls": ["a~c"]}
+    assert rows[("a-vs-b", "jaccard")]["dense_rho"] is None and rows[("a-vs-b", "jaccard")]["random_mean"] == pytest.approx(0.1)
+    claim = part3.claim(table, ["a-vs-b", "a-vs-c"])
+    assert claim["weights"] == {"status": "held", "falls": ["a-vs-b", "a-vs-c"], "rises": [], "dense_falls": ["a-vs-c"]}
     assert claim["rbf@t100"]["status"] == "reversed"
-    assert claim["jaccard"]["status"] == "held for some pairs" and claim["jaccard"]["falls"] == ["a~c"]
+    assert claim["jaccard"]["status"] == "held for some pairs" and claim["jaccard"]["falls"] == ["a-vs-c"]
 
 
 # -- the switch points and their MACs -----------------------------------------------------------------
@@ -316,7 +316,7 @@ def test_part3_runs_a_tiny_part_end_to_end_and_resumes(tmp_path):
     assert {j: v["state"] for j, v in doc["jobs"].items() if v["state"] != "done"} == {}
     last = doc["plan"]["last_round"]
     assert last == 3 and all(sorted(s) == [f"r{k}" for k in range(4)] for s in doc["sparsity"].values())
-    same, other = doc["cka"]["seed0~seed1-init0"], doc["cka"]["seed0~seed1"]
+    same, other = doc["cka"]["seed0-vs-seed1-init0"], doc["cka"]["seed0-vs-seed1"]
     for cell in (*same.values(), *other.values()):
         mods = cell["modules"]
         assert [m["position"] for m in mods] == list(range(len(mods))) and len(mods) > 20
@@ -336,7 +336,9 @@ def test_part3_runs_a_tiny_part_end_to_end_and_resumes(tmp_path):
     assert all(r["n_samples"] == 16 and r["fd_lenet"] > 0 and not r["score_reused"] for r in rows.values())
     assert len({r["fd_lenet"] for r in rows.values()}) == 6  # each schedule samples its own images
     assert doc["mixed_summary"]["better_order"] in ("dense-first", "ticket-first", "neither")
-    for png in ("part3_cka_seed0~seed1-init0.png", "part3_cka_seed0~seed1.png", "part3_rank.png", "part3_mixed.png"):
+    table = (out / "results" / "part3_table.md").read_text()
+    assert "| seed0-vs-seed1 | rbf@t900 |" in table and "| ticket-first@300 | 2 | 2 |" in table
+    for png in ("part3_cka_seed0-vs-seed1-init0.png", "part3_cka_seed0-vs-seed1.png", "part3_rank.png", "part3_mixed.png"):
         assert (out / "results" / png).exists()
 
     def trained() -> dict[str, list]:
