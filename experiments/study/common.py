@@ -160,7 +160,10 @@ class _StepReporter:
         self.outbox.put(("round", self.wid, round_index, 0, time.time()))
 
 
-def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) -> None:
+def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any],
+           handlers: dict[str, Any] | None = None) -> None:
+    """One worker process. ``handlers``: a part's own kinds of job, each ``(args, state) -> result``, with
+    ``state`` one dict for all the jobs of this process (what it keeps across them: compiled denoisers)."""
     import torch
 
     from ticketforge import Engine, RunConfig, branch
@@ -173,6 +176,7 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
         torch.set_num_threads(1)  # small convolutions on a shared CPU
     get_registry().pm.register(_StepReporter(outbox, wid), name="study-progress")
     scoring = None
+    state: dict[str, Any] = {}
     while (job := inbox.get()) is not None:
         jid, jkind, args = job
         t0 = time.perf_counter()
@@ -194,6 +198,8 @@ def worker(wid: int, kind: str, inbox: Any, outbox: Any, study: dict[str, Any]) 
             elif jkind == "flops":
                 from ticketforge.inspection import model_report  # what `ticketforge flops --json` prints
                 result = model_report(args["path"], None, None, {}, args["round"])
+            elif handlers and jkind in handlers:
+                result = handlers[jkind](args, state)
             else:
                 result = draw_grids(args)
             outbox.put(("done", wid, jid, result, time.perf_counter() - t0))
@@ -301,7 +307,8 @@ class Scheduler:
     included) is timed (None: the first run job to finish a round)."""
 
     def __init__(self, jobs: list[Job], study: dict[str, Any], n_train: int, log: Any,
-                 first_round_of: str | None = None) -> None:
+                 first_round_of: str | None = None, handlers: dict[str, Any] | None = None) -> None:
+        self.handlers = dict(handlers or {})  # job kind -> module-level function, run by the scoring worker
         self.jobs = {j.id: j for j in jobs}
         self.first_round_of = first_round_of
         self.order = [j.id for j in jobs]
@@ -311,7 +318,8 @@ class Scheduler:
         self.workers: list[dict[str, Any]] = []
         for wid, kind in enumerate(["train"] * n_train + ["score"]):
             inbox = self.ctx.Queue()
-            proc = self.ctx.Process(target=worker, args=(wid, kind, inbox, self.outbox, study), daemon=True)
+            proc = self.ctx.Process(target=worker, args=(wid, kind, inbox, self.outbox, study, self.handlers),
+                                    daemon=True)
             proc.start()
             self.workers.append({"kind": kind, "inbox": inbox, "proc": proc, "job": None, "rate": []})
         self.t0 = time.time()
@@ -330,7 +338,7 @@ class Scheduler:
         for w in self.workers:
             if w["job"] is not None:
                 continue
-            kinds = TRAINING if w["kind"] == "train" else ("score", "grids", "flops")
+            kinds = TRAINING if w["kind"] == "train" else ("score", "grids", "flops", *self.handlers)
             for jid in self.order:
                 job = self.jobs[jid]
                 if job.state == "todo" and job.kind in kinds and blocked(job, self.jobs):
@@ -483,3 +491,81 @@ def device_name() -> str:
     import torch
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
+
+
+# -- a part's command line and the facts its JSON records (part 3 uses them) ------------------------
+def study_parser(doc: str | None) -> Any:
+    """The arguments every part takes: the TOML, ``--out``, ``--set``/``--study-set`` overrides,
+    ``--no-mps`` and ``--plan`` (print the job graph and its projection, train nothing)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help="folder of the runs and results/")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
+    ap.add_argument("--plan", action="store_true", help="print the job graph and its projected minutes, train nothing")
+    return ap
+
+
+def read_run(args: Any, known: set[str]) -> tuple[Any, dict[str, Any], Path]:
+    """The part's run config, its [study] table (overrides applied) and its output folder, from the
+    parsed arguments of :func:`study_parser`; exits unless the run has a target sparsity and round length."""
+    from ticketforge import RunConfig
+
+    run_data, study = read_study(args.config, args.sets, args.study_sets, known)
+    run_cfg = RunConfig.from_dict(run_data, source=str(args.config))
+    if run_cfg.target_sparsity is None or run_cfg.steps_per_round is None:
+        sys.exit(f"{args.config}: give target-sparsity and steps-per-round")
+    return run_cfg, study, args.out.resolve()
+
+
+def run_facts(args: Any, study: dict[str, Any], run_cfg: Any, sched: Scheduler, mps: bool) -> dict[str, Any]:
+    """What a part's JSON records of how it ran: its settings and overrides, commit, device, wall time,
+    first round, cuts and each job's state and seconds (``error`` for a failed one, ``reused`` for a job
+    whose result says so)."""
+    return {
+        "config_file": str(args.config), "overrides": args.sets, "study_overrides": args.study_sets, "study": study,
+        "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
+        "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
+        "wall_seconds": time.time() - sched.t0, "first_round_seconds": sched.first_round_s, "cuts": sched.cuts,
+        "jobs": {j.id: {"state": j.state, "seconds": j.seconds,
+                        **({"reused": j.result["reused"]} if isinstance(j.result, dict) and "reused" in j.result else {}),
+                        **({"error": j.result} if j.state == "failed" else {})} for j in sched.jobs.values()}}
+
+
+def rate_scale(sched: Scheduler) -> float | None:
+    """The training rate measured now against ``study["train-rates"]`` at as many trainings as run now
+    (None until a rate is measured and the first round has run): what a projection scales its table by."""
+    rates = [r for w in sched.workers if w["kind"] == "train" and (r := sched.rate(w))]
+    if not rates or sched.first_round_s is None:
+        return None
+    table = sched.study["train-rates"]
+    n_now = sum(1 for w in sched.workers if w["kind"] == "train" and w["job"])
+    return (sum(rates) / len(rates)) / table[min(max(n_now, 1), len(table)) - 1]
+
+
+def scorer_free_at(sched: Scheduler, cost: Any) -> float:
+    """Seconds from the part's start at which the scoring worker's running job ends, ``cost(job)`` its
+    projected seconds (now when it runs nothing or has overrun)."""
+    scorer = next(w for w in sched.workers if w["kind"] == "score")
+    running = sched.jobs[scorer["job"]] if scorer["job"] else None
+    now = time.time() - sched.t0
+    return now + (max(cost(running) - (time.time() - (running.started or 0)), 0) if running else 0)
+
+
+def serve_in_order(pending: list[Any], start: float, ready_at: Any, cost: Any) -> dict[Any, float]:
+    """One server (the scoring worker) taking, from ``start`` on, the first of ``pending`` that is ready
+    (``ready_at(item)`` seconds) each time it is free; ``cost(item, t)`` the seconds of an item started at
+    ``t``. When each item ends."""
+    left, ends, t = list(pending), {}, start
+    while left:
+        ready = [item for item in left if ready_at(item) <= t]
+        if not ready:
+            t = min(ready_at(item) for item in left)
+            continue
+        left.remove(ready[0])
+        t += cost(ready[0], t)
+        ends[ready[0]] = t
+    return ends

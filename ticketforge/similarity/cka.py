@@ -43,8 +43,14 @@ def gram_rbf(x: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     The median runs over the full n x n matrix of squared distances, diagonal included, exactly as
     the reference implementation of Kornblith et al. does.
     """
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * (x @ x.T), 0.0)
+    return rbf_of_gram(gram_linear(x), threshold)
+
+
+def rbf_of_gram(gram: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """:func:`gram_rbf` of the samples whose linear Gram matrix ``X X^T`` is ``gram`` (distances are
+    read from it: ``d_ij^2 = G_ii + G_jj - 2 G_ij``)."""
+    sq_norms = np.diag(gram)
+    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram, 0.0)
     median = np.median(sq_dist)
     if median <= 0:
         raise ValueError("RBF bandwidth is zero: most samples are identical")
@@ -156,16 +162,23 @@ def _first_tensor(output: Any) -> Tensor:
 @torch.no_grad()
 def capture_activations(network: nn.Module, inputs: Any, modules: Sequence[str]) -> dict[str, Tensor]:
     """Outputs of the named modules for one forward pass, each flattened to ``[batch, -1]``."""
+    return _on_outputs(network, inputs, modules, lambda flat: flat.to("cpu", torch.float64))
+
+
+def _on_outputs(network: nn.Module, inputs: Any, modules: Sequence[str], reduce: Callable[[Tensor], Any]
+                ) -> dict[str, Any]:
+    """``reduce`` of each named module's output (detached, flattened to ``[batch, -1]``) for one forward
+    pass, taken as the module runs (a module the forward does not call is left out)."""
     named = dict(network.named_modules())
     missing = [m for m in modules if m not in named]
     if missing:
         raise KeyError(f"no module {missing[0]!r} in the network")
-    captured: dict[str, Tensor] = {}
+    captured: dict[str, Any] = {}
 
     def hook(name: str) -> Callable[..., None]:
         def store(_module: nn.Module, _args: Any, output: Any) -> None:
             out = _first_tensor(output)
-            captured[name] = out.detach().reshape(out.shape[0], -1).to("cpu", torch.float64)
+            captured[name] = reduce(out.detach().reshape(out.shape[0], -1))
         return store
 
     handles = [named[m].register_forward_hook(hook(m)) for m in modules]
@@ -196,6 +209,34 @@ def activation_cka(net_a: nn.Module, net_b: nn.Module, inputs: Any, modules: Seq
     return {a: cka(acts_a[a], acts_b[b], kernel, debiased=debiased, **options) for a, b in pairs.items()}
 
 
+@torch.no_grad()
+def activation_grams(network: nn.Module, inputs: Any, modules: Sequence[str]) -> dict[str, np.ndarray]:
+    """The linear Gram matrix ``X X^T`` (float64, ``[batch, batch]``) of each named module's output for
+    one forward pass, each output flattened per sample.
+
+    What :func:`capture_activations` gives, reduced on the network's device as each module runs: a
+    batch of a few hundred large feature maps never sits in memory at once. :func:`cka_of_grams`
+    takes it (linear and RBF CKA both follow from the Gram)."""
+    def gram(flat: Tensor) -> np.ndarray:
+        flat = flat.to(torch.float64)
+        return (flat @ flat.T).cpu().numpy()
+
+    return _on_outputs(network, inputs, modules, gram)
+
+
+def cka_of_grams(k: np.ndarray, l: np.ndarray, kernel: Kernel = "linear", *, debiased: bool = False,
+                 threshold: float = 0.5, variant: Variant = "kornblith") -> float:
+    """:func:`cka` of two representations given by their linear Gram matrices (``X X^T``, ``Y Y^T``);
+    ``kernel="rbf"`` derives the RBF kernels from them."""
+    if k.shape != l.shape or k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"expected two square Gram matrices of one size, got {k.shape} and {l.shape}")
+    if kernel == "rbf":
+        k, l = rbf_of_gram(k, threshold), rbf_of_gram(l, threshold)
+    elif kernel != "linear":
+        raise ValueError(f"unknown kernel {kernel!r} (use 'linear' or 'rbf')")
+    return float(_cka_grams(k, l, debiased, variant))
+
+
 def mask_jaccard(mask_a: Tensor, mask_b: Tensor) -> float:
     """|A and B| / |A or B| of two bool masks of the same shape (1.0 when both are empty)."""
     if mask_a.shape != mask_b.shape:
@@ -205,5 +246,5 @@ def mask_jaccard(mask_a: Tensor, mask_b: Tensor) -> float:
     return int((a & b).sum()) / union if union else 1.0
 
 
-__all__ = ["CKA", "cka", "hsic", "gram_linear", "gram_rbf", "weight_rows", "weight_cka",
-           "capture_activations", "activation_cka", "mask_jaccard"]
+__all__ = ["CKA", "cka", "hsic", "gram_linear", "gram_rbf", "rbf_of_gram", "weight_rows", "weight_cka",
+           "capture_activations", "activation_cka", "activation_grams", "cka_of_grams", "mask_jaccard"]
