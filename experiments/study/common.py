@@ -104,7 +104,7 @@ def plan_rounds(config: Any, rounds: int) -> PlannedRounds:
     import torch
 
     from ticketforge import Engine
-    from ticketforge.engine.groups import flatten, group_summary, group_tensors, module_groups, prune_targets
+    from ticketforge.pruning.targets import flatten, group_summary, group_tensors, module_groups, prune_targets
 
     engine = Engine(dataclasses.replace(config, device="cpu", compile=False, out=None))
     network = engine.spec.build()
@@ -495,16 +495,8 @@ def device_name() -> str:
 
 # -- a part's command line and the facts its JSON records (part 3 uses them) ------------------------
 def study_parser(doc: str | None) -> Any:
-    """The arguments every part takes: the TOML, ``--out``, ``--set``/``--study-set`` overrides,
-    ``--no-mps`` and ``--plan`` (print the job graph and its projection, train nothing)."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder of the runs and results/")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--study-set", dest="study_sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--no-mps", action="store_true", help="do not start CUDA MPS")
+    """:func:`study_arguments` with ``--plan`` (print the job graph and its projection, train nothing)."""
+    ap = study_arguments(doc, "folder of the runs and results/")
     ap.add_argument("--plan", action="store_true", help="print the job graph and its projected minutes, train nothing")
     return ap
 

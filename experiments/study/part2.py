@@ -47,16 +47,15 @@ from common import (  # noqa: E402
     PlannedRounds,
     Scheduler,
     blocked,
-    commit_of,
-    device_name,
     last_round,
     nearest_rounds,
     plan_rounds,
-    read_study,
+    read_run,
+    run_facts,
     start_mps,
     stop_mps,
     store_scores,
-    study_arguments,
+    study_parser,
 )
 
 STUDY_KEYS = {"schedules", "sparsities", "part1-json", "evaluator", "samples", "sample-steps", "sample-seed",
@@ -579,17 +578,8 @@ def print_plan(jobs: list[Job], chosen: dict[str, Any], projection: dict[str, An
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = study_arguments(__doc__, "folder of the runs and results/")
-    ap.add_argument("--plan", action="store_true", help="print the job graph and its projected minutes, train nothing")
-    args = ap.parse_args(argv)
-
-    from ticketforge import RunConfig
-
-    run_data, study = read_study(args.config, args.sets, args.study_sets, STUDY_KEYS)
-    out = args.out.resolve()
-    run_cfg = RunConfig.from_dict(run_data, source=str(args.config))
-    if run_cfg.target_sparsity is None or run_cfg.steps_per_round is None:
-        sys.exit(f"{args.config}: give target-sparsity and steps-per-round")
+    args = study_parser(__doc__).parse_args(argv)
+    run_cfg, study, out = read_run(args, STUDY_KEYS)
     jobs, chosen = make_plan(run_cfg, study, out)
     unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in jobs if j.kind in TRAINING})
     if unknown:
@@ -624,14 +614,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "claim": claim(comparisons), "final_profiles": final_profiles(chosen, out, reference),
         "dense_vs_part1": {"part2": next((r["fd_lenet"] for r in rows if r["round"] == 0), None),
                            "part1": next((c["fd_lenet"] for c in (reference or {}).get("curve", []) if c["round"] == 0), None)},
-        "config_file": str(args.config), "overrides": args.sets, "study_overrides": args.study_sets, "study": study,
-        "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
-        "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
-        "wall_seconds": time.time() - sched.t0, "first_round_seconds": sched.first_round_s,
         "plan": chosen, "projection_at_start": {k: projection[k] for k in ("uncut_end_s", "end_s", "cuts", "budget_s")},
-        "cuts": sched.cuts,
-        "jobs": {j.id: {"state": j.state, "seconds": j.seconds, **({"error": j.result} if j.state == "failed" else {})}
-                 for j in sched.jobs.values()}}
+        **run_facts(args, study, run_cfg, sched, mps)}
     (out / "results" / "part2.json").write_text(json.dumps(result, indent=1, default=str))
     (out / "results" / "part2_table.md").write_text(markdown(rows, reference, comparisons))
     if rows:

@@ -13,6 +13,7 @@ from test_experiments import STUDY, load_script, study_command
 from ticketforge import Engine, RunConfig, TicketforgeError
 
 TOML = STUDY / "schedules.toml"
+read_study = load_script(STUDY / "common.py").read_study
 
 
 def _part2():
@@ -30,8 +31,8 @@ def mnist_plan(tmp_path_factory):
 def test_part2_runs_with_part1s_settings():
     """The trajectories are part 1's run with another schedule: the top-level settings are rewind.toml's."""
     part2 = _part2()
-    ours, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
-    theirs, _ = part2.read_study(STUDY / "rewind.toml", [], [], set(load_script(STUDY / "part1.py").STUDY_KEYS))
+    ours, study = read_study(TOML, [], [], part2.STUDY_KEYS)
+    theirs, _ = read_study(STUDY / "rewind.toml", [], [], set(load_script(STUDY / "part1.py").STUDY_KEYS))
     assert ours == theirs
     assert study["schedules"] == ["uniform", "global", "erk"] and study["samples"] == 10000
     assert (TOML.parent / study["part1-json"]).resolve() == STUDY.parents[1] / "docs" / "results" / "part1" / "part1.json"
@@ -52,7 +53,7 @@ def test_part2_plans_the_cells_of_each_schedule_on_the_mnist_preset(mnist_plan):
 
 def test_part2_job_graph_chains_each_trajectory_and_scores_its_cells(mnist_plan, tmp_path):
     part2, _, _ = mnist_plan
-    data, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    data, study = read_study(TOML, [], [], part2.STUDY_KEYS)
     jobs, chosen = part2.make_plan(RunConfig.from_dict(data), study, tmp_path)
     by_id = {j.id: j for j in jobs}
     for name in study["schedules"]:
@@ -121,7 +122,7 @@ def test_part2_projects_the_end_from_the_measured_rate(mnist_plan, tmp_path):
     import time
 
     part2 = mnist_plan[0]
-    data, study = part2.read_study(TOML, [], [], part2.STUDY_KEYS)
+    data, study = read_study(TOML, [], [], part2.STUDY_KEYS)
     jobs, _ = part2.make_plan(RunConfig.from_dict(data), study, tmp_path)
     sched = object.__new__(part2.Part2Scheduler)  # its projection alone: no worker processes
     sched.jobs, sched.order, sched.study, sched.t0, sched.first_round_s = {j.id: j for j in jobs}, [j.id for j in jobs], \
