@@ -169,10 +169,15 @@ def test_the_featurizer_trains_under_reproducible_kernels_and_restores_the_proce
         return net
 
     monkeypatch.setitem(featurizer.ARCHITECTURES, "lenet", spying)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     images, labels = blobs(32, 0)
     data = ImageSet((images * 255).to(torch.uint8), labels)
-    featurizer.train_classifier(data, featurizer.FeaturizerConfig("lenet", max_steps=2, batch_size=8))
+    # torch's backend flags are properties of module objects: set and restored by hand, not by monkeypatch
+    before = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        featurizer.train_classifier(data, featurizer.FeaturizerConfig("lenet", max_steps=2, batch_size=8))
+        after = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = before
     assert seen == [(True, False, False, False)] * 2
-    assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32  # the process's own again
+    assert after == (True, True)  # the process's own again
