@@ -9,7 +9,9 @@ subclass of :class:`Scheduler` (its ``projected_end``).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -98,9 +100,20 @@ class PlannedRounds:
     targets: list[tuple[str, int]]
 
 
+_PLANS: dict[tuple[str, int], PlannedRounds] = {}
+
+
 def plan_rounds(config: Any, rounds: int) -> PlannedRounds:
     """Rounds 0..rounds of ``config``'s run as the engine's schedule prunes them (the run stops at its
-    target sparsity), on a network built on the CPU and random scores."""
+    target sparsity), on a network built on the CPU and random scores (seeded: the same plan every
+    time, so a process computes each config's once; a copy is returned)."""
+    key = (json.dumps(dataclasses.asdict(config), sort_keys=True, default=str), rounds)
+    if key not in _PLANS:
+        _PLANS[key] = _plan_rounds(config, rounds)
+    return copy.deepcopy(_PLANS[key])
+
+
+def _plan_rounds(config: Any, rounds: int) -> PlannedRounds:
     import torch
 
     from ticketforge import Engine
