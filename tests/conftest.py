@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -14,6 +13,7 @@ from helpers import core_registry  # noqa: E402
 
 import ticketforge.registry as registry_module  # noqa: E402
 from ticketforge import RunConfig  # noqa: E402
+from ticketforge.testing import one_thread  # noqa: E402
 
 
 @pytest.fixture
@@ -28,14 +28,7 @@ def _isolated_registry(registry, monkeypatch):
     monkeypatch.setattr(registry_module, "_registry", registry)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """The toy tensors are tiny: one thread is as fast, and far faster on a shared, busy CPU
-    (OpenMP threads spin-wait for each other when a core is taken)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True, scope="session")(one_thread)  # torch on one CPU thread
 
 
 @pytest.fixture

@@ -21,12 +21,15 @@ This module imports pytest: use it from tests only.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence, cast
+from typing import Any, Iterator, Sequence, cast
 
 import pytest
 import torch
@@ -622,3 +625,25 @@ def launch_ranks(script: str | os.PathLike, *args: str, world: int = 2, timeout:
             if p.poll() is None:
                 p.kill()
     return [(p.returncode, out) for p, out in zip(procs, outputs)]
+
+
+def load_script(path: str | Path) -> ModuleType:
+    """Import a script that is not part of a package (examples/, experiments/) as a module, for tests."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_thread() -> Iterator[None]:
+    """A fixture body (wrap it with ``pytest.fixture`` at the scope you need): torch on one CPU thread.
+
+    Test tensors are tiny: one thread is as fast, and far faster on a shared, busy CPU, where OpenMP
+    threads spin-wait for each other when a core is taken."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -514,6 +514,14 @@ def study_parser(doc: str | None) -> Any:
     return ap
 
 
+def check_cut_order(args: Any, study: dict[str, Any], jobs: list[Job], cuttable: list[Job], what: str) -> None:
+    """Exit in one line when the TOML's ``cut-order`` names a job that is not among ``cuttable``."""
+    unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in cuttable})
+    if unknown:
+        sys.exit(f"{args.config}: cut-order names {unknown[0]!r}, which is no {what} of this plan "
+                 f"(they are: {', '.join(j.id for j in cuttable)})")
+
+
 def read_run(args: Any, known: set[str]) -> tuple[Any, dict[str, Any], Path]:
     """The part's run config, its [study] table (overrides applied) and its output folder, from the
     parsed arguments of :func:`study_parser`; exits unless the run has a target sparsity and round length."""

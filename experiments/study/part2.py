@@ -47,6 +47,7 @@ from common import (  # noqa: E402
     PlannedRounds,
     Scheduler,
     blocked,
+    check_cut_order,
     last_round,
     nearest_rounds,
     plan_rounds,
@@ -581,10 +582,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = study_parser(__doc__).parse_args(argv)
     run_cfg, study, out = read_run(args, STUDY_KEYS)
     jobs, chosen = make_plan(run_cfg, study, out)
-    unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in jobs if j.kind in TRAINING})
-    if unknown:
-        sys.exit(f"{args.config}: cut-order names {unknown[0]!r}, which is no training of this plan "
-                 f"(they are: {', '.join(j.id for j in jobs if j.kind in TRAINING)})")
+    check_cut_order(args, study, jobs, [j for j in jobs if j.kind in TRAINING], "training")
     projection = dry_run(jobs, study)
     if args.plan:
         print_plan(jobs, chosen, projection)

@@ -65,6 +65,7 @@ from common import (  # noqa: E402
     Job,
     Scheduler,
     blocked,
+    check_cut_order,
     last_round,
     plan_rounds,
     rate_scale,
@@ -650,10 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = study_parser(__doc__).parse_args(argv)
     run_cfg, study, out = read_run(args, STUDY_KEYS)
     jobs, chosen = make_plan(run_cfg, study, out)
-    unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in jobs})
-    if unknown:
-        sys.exit(f"{args.config}: cut-order names {unknown[0]!r}, which is no job of this plan "
-                 f"(the mixed cells are: {', '.join(j.id for j in jobs if j.kind == 'mixed')})")
+    check_cut_order(args, study, jobs, [j for j in jobs if j.kind == "mixed"], "sampling schedule")
     proj = dry_run(jobs, study)
     if args.plan:
         print_plan(jobs, chosen, proj)

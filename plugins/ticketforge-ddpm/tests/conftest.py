@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from ticketforge.testing import one_thread
 from ticketforge_ddpm import DDPMSpec
 
 
@@ -21,11 +22,4 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("TICKETFORGE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: one thread is as fast, and far faster on a shared, busy CPU
-    (OpenMP threads spin-wait for each other when a core is taken)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = pytest.fixture(autouse=True)(one_thread)  # torch on one CPU thread
