@@ -12,7 +12,7 @@ from ticketforge.builtins.schedules import GlobalSchedule, IncrementalSchedule, 
 from ticketforge.errors import ConfigError
 from ticketforge.protocols import PruneTarget
 from ticketforge.pruning import apply_masks, prune_groupwise, sparsity_of
-from ticketforge.pruning.select import prune_tensorwise_like
+from ticketforge.pruning.select import prune_lowest, prune_tensorwise_like
 
 
 def _groups(sizes, seed=0):
@@ -56,6 +56,21 @@ def test_lowest_scores_within_a_group_go_first_across_its_tensors():
     new = prune_groupwise(scores, masks, [0.5])
     assert new[0][0].tolist() == [False, True, True]
     assert new[0][1].tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("levels", [None, 3])  # None: distinct scores; 3: three values, ties everywhere
+def test_lowest_live_scores_go_first_with_ties_in_position_order(levels):
+    """Selection (not a sort) picks exactly what a stable sort of the live scores picks first."""
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        n = int(torch.randint(1, 80, (1,), generator=gen))
+        scores = torch.rand(n, generator=gen) if levels is None else torch.randint(levels, (n,), generator=gen).float()
+        mask = torch.rand(n, generator=gen) < 0.7
+        n_prune = int(torch.randint(0, n + 2, (1,), generator=gen))
+        live_at = mask.nonzero().squeeze(1)
+        expected = mask.clone()
+        expected[live_at[torch.argsort(scores[live_at], stable=True)[:n_prune]]] = False
+        assert torch.equal(prune_lowest(scores, mask, n_prune), expected)
 
 
 def test_global_uses_one_threshold_over_all_groups():
