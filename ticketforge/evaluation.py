@@ -99,7 +99,9 @@ class Scoring:
         from .store import RunLock
         self.ctx.on_main(RunLock(path).check)
 
-    def _data(self, path: str) -> Any:
+    def data_of(self, path: str) -> Any:
+        """The dataset a run (or branch) at ``path`` trained on, made once for every item scored here;
+        refuses a run of other data."""
         from .store import RunStore
         config = RunStore(path).read_config()
         options = config.get("dataset_options") or {}
@@ -120,7 +122,7 @@ class Scoring:
         on (under the run's lock); :func:`ticketforge.record_metrics` stores the scores later."""
         from .api import load_round, record_metrics
 
-        dataset = self._data(item.path)
+        dataset = self.data_of(item.path)
         loaded = load_round(item.path, item.round, ema=self.ema, device="cpu")
         network, resolved = self.denoiser.load(loaded.network)
         dev = self.ctx.device

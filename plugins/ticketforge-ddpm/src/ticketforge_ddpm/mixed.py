@@ -122,7 +122,7 @@ class MixedScoring:
             if role in roles:
                 nets[role], spec, resolved = self.network(role, path, k)
         network = schedule_network(order, switch, nets.get("dense", nn.Identity()), nets.get("ticket", nn.Identity()))
-        dataset = scoring._data(dense[0])  # the dense run's data (its ticket trains on the same)
+        dataset = scoring.data_of(dense[0])  # the dense run's data (its ticket trains on the same)
         dev = scoring.ctx.device
         gen = torch.Generator(device=dev).manual_seed(scoring.seed)
         scores = scoring.evaluator.evaluate(spec, network, dataset=dataset, n_samples=scoring.n_samples,
