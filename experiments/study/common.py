@@ -313,11 +313,34 @@ def blocked(job: Job, jobs: dict[str, Job]) -> bool:
         for path, _ in job.needs_rounds for j in jobs.values())
 
 
+def cut(jobs: dict[str, Job], jid: str) -> list[str]:
+    """Cut a todo job and every todo job that can then never run (:func:`blocked`); the ids cut, ``jid``
+    first. Setting them back to todo undoes it exactly."""
+    if jobs[jid].state != "todo":
+        return []
+    jobs[jid].state, out = "cut", [jid]
+    grew = True
+    while grew:
+        grew = False
+        for job in jobs.values():
+            if job.state == "todo" and blocked(job, jobs):
+                job.state = "cut"
+                out.append(job.id)
+                grew = True
+    return out
+
+
 class Scheduler:
     """Runs the jobs in ``n_train`` training processes and one scoring process, in the order given as far
     as each job's needs allow; cuts jobs in ``study["cut-order"]`` while :meth:`projected_end` says the plan
-    ends after ``study["budget-minutes"]``. ``first_round_of``: the run whose first round (compilation
-    included) is timed (None: the first run job to finish a round)."""
+    ends after ``study["budget-minutes"]``, and restores the last cut (while none of it has started) once
+    the plan with it back ends ``RESTORE_MARGIN_S`` before the budget. ``first_round_of``: the run whose
+    first round (compilation included) is timed (None: the first run job to finish a round)."""
+
+    # A projection made while the first score trains its featurizer beside the trainings runs long (part 2's
+    # first attempt cut three cells it then had the time for): a cut is undone when the rate recovers. The
+    # margin keeps a restore from being cut again by the next projection's noise.
+    RESTORE_MARGIN_S = 60.0
 
     def __init__(self, jobs: list[Job], study: dict[str, Any], n_train: int, log: Any,
                  first_round_of: str | None = None, handlers: dict[str, Any] | None = None) -> None:
@@ -336,9 +359,11 @@ class Scheduler:
             proc.start()
             self.workers.append({"kind": kind, "inbox": inbox, "proc": proc, "job": None, "rate": []})
         self.t0 = time.time()
-        self.cuts: list[dict[str, Any]] = []
+        self.cuts: list[dict[str, Any]] = []  # what stays cut (a restored cut moves to ``restored``)
+        self.restored: list[dict[str, Any]] = []
+        self.undoable: list[tuple[dict[str, Any], list[str]]] = []  # projection cuts, the latest last
         self.first_round_s: float | None = None
-        self.last_cut = 0.0
+        self.last_cut = 0.0  # the last cut or restore
 
     def say(self, text: str) -> None:
         line = f"[{time.time() - self.t0:7.1f}s] {text}"
@@ -429,17 +454,45 @@ class Scheduler:
                                       "why": "not started 2 minutes before the budget ends"})
                     self.say(f"cut {job.id}: not started 2 minutes before the budget ends")
         end = self.projected_end()
-        if end is None or end <= budget or time.time() - self.last_cut < 30:
+        if end is None or time.time() - self.last_cut < 30:
+            return
+        if end <= budget:
+            self.maybe_restore(budget)
             return
         for jid in self.study.get("cut-order", []):
             job = self.jobs.get(jid)
             if job is not None and job.state == "todo":
-                job.state = "cut"
+                ids = cut(self.jobs, jid)
                 self.last_cut = time.time()
-                self.cuts.append({"job": jid, "projected_end_s": end, "budget_s": budget,
-                                  "at_s": time.time() - self.t0})
-                self.say(f"cut {jid}: the plan would end at {end / 60:.1f} min, over the {budget / 60:.0f} min budget")
+                entry = {"job": jid, "with": ids[1:], "projected_end_s": end, "budget_s": budget,
+                         "at_s": time.time() - self.t0}
+                self.cuts.append(entry)
+                self.undoable.append((entry, ids))
+                self.say(f"cut {jid}" + (f" (and {', '.join(ids[1:])})" if ids[1:] else "")
+                         + f": the plan would end at {end / 60:.1f} min, over the {budget / 60:.0f} min budget")
                 return
+
+    def maybe_restore(self, budget: float) -> None:
+        """Undo the latest projection cut if the plan with it back ends ``RESTORE_MARGIN_S`` before the
+        budget; none after the last two minutes, when no new training starts anyway."""
+        if not self.undoable or time.time() - self.t0 > budget - 120:
+            return
+        entry, ids = self.undoable[-1]
+        if any(self.jobs[i].state != "cut" for i in ids):
+            return  # not ours to undo any more (the two-minute rule or a dead worker cut it for good)
+        for i in ids:
+            self.jobs[i].state = "todo"
+        end = self.projected_end()
+        if end is None or end > budget - self.RESTORE_MARGIN_S:
+            for i in ids:
+                self.jobs[i].state = "cut"
+            return
+        self.undoable.pop()
+        self.cuts.remove(entry)
+        self.restored.append({**entry, "restored_at_s": time.time() - self.t0, "projected_end_with_it_s": end})
+        self.last_cut = time.time()
+        self.say(f"restore {entry['job']}: the plan with it ends at {end / 60:.1f} min, "
+                 f"within the {budget / 60:.0f} min budget")
 
     def status(self) -> None:
         running = [f"{w['job']}@{self.jobs[w['job']].progress}" for w in self.workers if w["job"]]
@@ -543,6 +596,7 @@ def run_facts(args: Any, study: dict[str, Any], run_cfg: Any, sched: Scheduler, 
         "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
         "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
         "wall_seconds": time.time() - sched.t0, "first_round_seconds": sched.first_round_s, "cuts": sched.cuts,
+        "restored_cuts": sched.restored,
         "jobs": {j.id: {"state": j.state, "seconds": j.seconds,
                         **({"reused": j.result["reused"]} if isinstance(j.result, dict) and "reused" in j.result else {}),
                         **({"error": j.result} if j.state == "failed" else {})} for j in sched.jobs.values()}}

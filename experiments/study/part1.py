@@ -34,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, the sched
 from common import (  # noqa: E402
     Job,
     Scheduler,
-    commit_of,
-    device_name,
     last_round,
     nearest_rounds,
     planned_sparsities,
+    run_facts,
     start_mps,
     stop_mps,
     study_arguments,
@@ -275,13 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stop_mps()
     repro = sched.jobs.get("repro")
     result.update({
-        "config_file": str(args.config), "overrides": args.sets, "study_overrides": args.study_sets, "study": study,
-        "run_config": dataclasses.asdict(run_cfg), "commit": commit_of(Path(__file__).parent),
-        "device": device_name(), "mps": mps, "train_workers": study["train-workers"],
-        "wall_seconds": time.time() - sched.t0, "first_round_seconds": sched.first_round_s,
-        "plan": chosen, "cuts": sched.cuts,
-        "jobs": {j.id: {"state": j.state, "seconds": getattr(j, "seconds", None),
-                        **({"error": j.result} if j.state == "failed" else {})} for j in sched.jobs.values()},
+        **run_facts(args, study, run_cfg, sched, mps), "plan": chosen,
         "repro": repro_check(out, repro) if repro is not None and repro.state == "done" else None,
         "weights": {f"s0-r{k}": weight_stats(out / "seed0", k, "rewind.safetensors")
                     for k in sorted({0, *[c["round"] for c in chosen["cells"]]})

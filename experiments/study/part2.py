@@ -48,6 +48,7 @@ from common import (  # noqa: E402
     Scheduler,
     blocked,
     check_cut_order,
+    cut,
     last_round,
     nearest_rounds,
     plan_rounds,
@@ -187,18 +188,6 @@ def timeline(jobs: dict[str, Job], order: list[str], rates: list[float], study: 
         ends[jid] = t_s
     ends["end"] = max(train_end, t_s) + study["report-seconds"]
     return ends
-
-
-def cut(jobs: dict[str, Job], jid: str) -> list[str]:
-    """Cut a todo job and every todo job that needs it, directly or not; the ids cut, ``jid`` first."""
-    out, stack = [], [jid]
-    while stack:
-        job = jobs[stack.pop()]
-        if job.state == "todo":
-            job.state = "cut"
-            out.append(job.id)
-            stack += [j.id for j in jobs.values() if job.id in j.needs_jobs]
-    return out
 
 
 def dry_run(jobs: list[Job], study: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 
 import pytest
@@ -78,16 +79,16 @@ def test_part2_job_graph_chains_each_trajectory_and_scores_its_cells(mnist_plan,
 
 def test_part2_cuts_in_its_order_to_fit_the_budget(mnist_plan):
     """At part 1's rates the whole plan is over 23 minutes; the cut order takes the rounds past the 95%
-    cells first, then erk's 95% cell (with its score), and stops as soon as the plan fits."""
+    cells first, then global's 95% cell (with its score), and stops as soon as the plan fits."""
     _, doc, _ = mnist_plan
     proj = doc["projection"]
     assert proj["uncut_end_s"] > proj["budget_s"] >= proj["end_s"] and proj["fits"]
-    assert [c["job"] for c in proj["cuts"]] == ["erk@last", "global@last", "uniform@last", "erk@0.95"]
-    assert sorted(proj["cuts"][3]["with"]) == ["flops:erk-r13", "score:erk-r13"]
+    assert [c["job"] for c in proj["cuts"]] == ["erk@last", "global@last", "uniform@last", "global@0.95"]
+    assert sorted(proj["cuts"][3]["with"]) == ["flops:global-r13", "score:global-r13"]
     ends = proj["ends"]
     assert all(f"score:uniform-r{k}" in ends for k in (0, 5, 9, 13))  # the claim's own cells stay
     assert ends["uniform@0.95"] < ends["score:uniform-r13"] <= ends["end"] - 30  # report-seconds last
-    assert ends["uniform@0.95"] < proj["uncut_ends"]["uniform@0.95"]  # sooner with erk stopped at its 85% cell
+    assert ends["uniform@0.95"] < proj["uncut_ends"]["uniform@0.95"]  # sooner with global stopped at its 85% cell
 
 
 def test_part2_timeline_speeds_up_the_trajectories_left_and_queues_the_scores():
@@ -140,6 +141,53 @@ def test_part2_projects_the_end_from_the_measured_rate(mnist_plan, tmp_path):
     assert fast == pytest.approx(doubled["end"], abs=1.0)
     overhead = 14 * study["round-seconds"]  # rounds 0-13, as part of the dense round is done
     assert doubled["uniform@0.95"] == pytest.approx((table["uniform@0.95"] - overhead) / 2 + overhead, rel=1e-9)
+
+
+def test_the_scheduler_restores_a_cut_once_the_plan_with_it_fits_again():
+    """Part 2's first attempt cut six segments while its first score trained the featurizer beside the
+    trainings, then ended 2.2 min early: a projection cut (and what it takes with it) is undone, the latest
+    first, once the plan with it back ends the margin before the budget; never in the last two minutes."""
+    import time
+
+    common = load_script(STUDY / "common.py")
+    Job = common.Job
+    cost = {"x@last": 100.0, "y@0.95": 200.0}  # seconds each segment adds to the projection
+
+    class Toy(common.Scheduler):
+        def projected_end(self):
+            return self.base + sum(cost.get(j.id, 0.0) for j in self.jobs.values() if j.state == "todo")
+
+    jobs = [Job("x@last", "run", {}), Job("y@0.95", "run", {}), Job("y@last", "run", {}, needs_jobs=["y@0.95"]),
+            Job("score:y", "score", {}, needs_jobs=["y@0.95"])]
+    sched = object.__new__(Toy)  # its cut logic alone: no worker processes
+    sched.jobs, sched.study, sched.t0 = {j.id: j for j in jobs}, {"budget-minutes": 10,
+                                                                 "cut-order": ["x@last", "y@0.95"]}, time.time()
+    sched.cuts, sched.restored, sched.undoable, sched.last_cut, sched.base = [], [], [], 0.0, 250.0
+    sched.log = open(os.devnull, "w")
+    state = lambda: {j.id: j.state for j in jobs}  # noqa: E731
+
+    sched.maybe_cut()  # 550 s projected, under 600 s: nothing to cut
+    assert sched.cuts == [] and set(state().values()) == {"todo"}
+    sched.base = 500.0  # the scorer slows the trainings: 800 s
+    sched.maybe_cut()
+    sched.last_cut = 0.0
+    sched.maybe_cut()
+    assert [c["job"] for c in sched.cuts] == ["x@last", "y@0.95"] and sched.cuts[1]["with"] == ["y@last", "score:y"]
+    assert state() == dict.fromkeys(state(), "cut")
+    sched.base, sched.last_cut = 345.0, 0.0  # y back would end at 545 s: 55 s before the budget, inside the margin
+    sched.maybe_cut()
+    assert [c["job"] for c in sched.cuts] == ["x@last", "y@0.95"] and sched.restored == []
+    sched.base, sched.last_cut = 330.0, 0.0  # 530 s with y: restored, with what it took along; x still waits
+    sched.maybe_cut()
+    assert state() == {"x@last": "cut", "y@0.95": "todo", "y@last": "todo", "score:y": "todo"}
+    assert [c["job"] for c in sched.cuts] == ["x@last"] and sched.restored[0]["job"] == "y@0.95"
+    assert sched.restored[0]["projected_end_with_it_s"] == pytest.approx(530.0)
+    sched.base = 0.0  # x would fit now, but not within 30 s of the restore
+    sched.maybe_cut()
+    assert state()["x@last"] == "cut"
+    sched.base, sched.last_cut, sched.t0 = 0.0, 0.0, time.time() - 481  # the last two minutes: nothing comes back
+    sched.maybe_cut()
+    assert state()["x@last"] == "cut" and len(sched.restored) == 1
 
 
 def test_part2_compares_each_cell_with_the_incremental_curve_at_its_sparsity():
