@@ -73,6 +73,28 @@ def test_lowest_live_scores_go_first_with_ties_in_position_order(levels):
         assert torch.equal(prune_lowest(scores, mask, n_prune), expected)
 
 
+@pytest.mark.parametrize("schedule", [UniformSchedule(0.5, within="tensor"), IncrementalSchedule(0.5, 0.0, "tensor")])
+def test_within_tensor_takes_the_groups_ratio_from_each_tensor(schedule):
+    """A block whose closing layer starts near zero: pooled, it loses that layer first and whole; within
+    each tensor, each loses the group's ratio of its own and keeps its largest weights."""
+    closing = torch.tensor([1e-10, 3e-10, 2e-10, 4e-10])
+    scores = [[torch.tensor([0.5, 0.1, 0.9, 0.3, 0.7, 0.2]), closing]]
+    masks = [[torch.ones(6, dtype=torch.bool), torch.ones(4, dtype=torch.bool)]]
+    pooled = UniformSchedule(0.5).prune(scores, masks)
+    assert pooled[0][1].sum() == 0 and pooled[0][0].sum() == 5
+    new = schedule.prune(scores, masks)
+    assert new[0][0].tolist() == [True, False, True, False, True, False]
+    assert new[0][1].tolist() == [False, True, False, True]
+    again = schedule.prune(scores, new)  # the ratio applies to what each tensor has left
+    assert again[0][0].tolist() == [False, False, True, False, False, False]  # 3 alive: round(1.5) = 2 go
+    assert again[0][1].tolist() == [False, False, False, True]
+
+
+def test_an_unknown_within_is_refused_saying_what_to_use():
+    with pytest.raises(ConfigError, match="use within=group .* or within=tensor"):
+        UniformSchedule(0.2, within="layer").validate(["a", "b"])
+
+
 def test_global_uses_one_threshold_over_all_groups():
     scores = [[torch.tensor([1.0, 2.0, 3.0, 4.0])], [torch.tensor([10.0, 20.0, 30.0, 40.0])]]
     masks = [[torch.ones(4, dtype=torch.bool)], [torch.ones(4, dtype=torch.bool)]]

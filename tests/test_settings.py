@@ -184,8 +184,9 @@ def test_p_and_q_are_the_schedule_options_and_keep_their_hash(tmp_path, options_
     (["--scorer-option", "scale=2"], "scorer 'magnitude' has no option 'scale' (it has none;"),
     (["--scorer", "scaled", "--scorer-option", "scael=2"], "scorer 'scaled' has no option 'scael' (options: scale, tag;"),
     (["--scorer", "scaled", "--scorer-option", "scale=big"], "option 'scale' must be a number, not \"big\" (a string)"),
-    (["--schedule-option", "r=1"], "schedule 'uniform' has no option 'r' (options: p;"),
+    (["--schedule-option", "r=1"], "schedule 'uniform' has no option 'r' (options: p, within;"),
     (["--schedule-option", "p=x"], "schedule option 'p' must be a number"),
+    (["--schedule-option", "within=layer"], "within='layer': use within=group"),
     (["--dataset", "toy-options", "--dataset-option", "root=/x"], "--dataset-option root, download and train"),
     (["--dataset-option", "nokey"], "expected KEY=VALUE"),
 ])
@@ -202,7 +203,7 @@ def test_list_options_shows_every_declared_option(options_registry):
     scaled = next(r for r in doc["scorers"] if r["name"] == "scaled")
     assert scaled["options"] == [{"name": "scale", "type": "float", "default": 1.0, "help": "factor"},
                                  {"name": "tag", "type": "str", "default": "x", "help": "a label"}]
-    assert {o["name"] for o in next(r for r in doc["schedules"] if r["name"] == "incremental")["options"]} == {"p", "q"}
+    assert {o["name"] for o in next(r for r in doc["schedules"] if r["name"] == "incremental")["options"]} == {"p", "q", "within"}
     assert "options" not in json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)["scorers"][0]
     table = CliRunner().invoke(cli, ["list", "scorers", "--options"], terminal_width=200).output
     assert "scaled" in table and "a label" in table  # the options column
@@ -222,3 +223,13 @@ def test_the_suggested_ticket_command_parses_back_to_the_ticket_config():
     ctx = run_command.make_context("run", words[2:])
     parsed = RunConfig().merged(given_settings(ctx.params, RunConfig()))
     assert parsed == dataclasses.replace(ticket_config(asked), rounds=3, artifacts=True)  # a runtime flag: not given
+
+
+def test_within_tensor_reaches_the_schedule_and_the_run_hash(tmp_path, options_registry):
+    """``--schedule-option within=tensor`` builds the schedule that ranks each tensor alone, and names
+    another run folder than the default, which the hash leaves out."""
+    config = RunConfig(model="toy", schedule="incremental", schedule_options={"within": "tensor"}, device="cpu")
+    assert Engine(config, registry=options_registry).schedule.within == "tensor"
+    assert Engine(RunConfig(model="toy", device="cpu"), registry=options_registry).schedule.within == "group"
+    assert config.identity() == {"model": "toy", "schedule_options": {"within": "tensor"}}
+    assert _folder(_run(tmp_path, "--schedule-option", "within=tensor")) != _folder(_run(tmp_path))

@@ -20,14 +20,14 @@ def _percent(value: float) -> float:
     return float(value) / 100.0
 
 
-def _uniform(p: float = 20.0) -> UniformSchedule:
+def _uniform(p: float = 20.0, within: str = "group") -> UniformSchedule:
     from .schedules import UniformSchedule
-    return UniformSchedule(_percent(p))
+    return UniformSchedule(_percent(p), within)
 
 
-def _incremental(p: float = 20.0, q: float = 1.0) -> IncrementalSchedule:
+def _incremental(p: float = 20.0, q: float = 1.0, within: str = "group") -> IncrementalSchedule:
     from .schedules import IncrementalSchedule
-    return IncrementalSchedule(_percent(p), _percent(q))
+    return IncrementalSchedule(_percent(p), _percent(q), within)
 
 
 def _global(p: float = 20.0) -> GlobalSchedule:
@@ -42,6 +42,8 @@ def _cka(kernel: str = "linear", debiased: bool = False) -> Similarity:
 
 P = Option("p", float, 20.0, "percent of each group's remaining weights pruned per round")
 Q = Option("q", float, 1.0, "extra percent per group index (group j prunes p + j*q)")
+WITHIN = Option("within", str, "group", "group: the lowest scores of the whole group go first (the paper's); "
+                "tensor: each tensor loses the group's ratio of its own weights")
 
 
 @hookimpl
@@ -57,9 +59,9 @@ def ticketforge_scorers() -> list[ComponentRecord]:
 @hookimpl
 def ticketforge_schedules() -> list[ComponentRecord]:
     return [
-        ComponentRecord("uniform", _uniform, "every group prunes p% of its remaining weights per round", (P,)),
+        ComponentRecord("uniform", _uniform, "every group prunes p% of its remaining weights per round", (P, WITHIN)),
         ComponentRecord("incremental", _incremental,
-                        "group j prunes (p + j*q)% of its remaining weights per round (the paper's)", (P, Q)),
+                        "group j prunes (p + j*q)% of its remaining weights per round (the paper's)", (P, Q, WITHIN)),
         ComponentRecord("global", _global, "one threshold over all weights: p% of all remaining per round", (P,)),
     ]
 

@@ -23,11 +23,19 @@ class RatioSchedule:
                 return [0.5] * num_groups
     """
 
+    # Where the lowest scores are chosen: "group" pools a group's tensors (the paper's); "tensor" takes the
+    # group's ratio from each tensor alone. Pooled magnitudes let a layer initialised near zero (the
+    # convolution closing each DDPM residual branch) lose nearly all its weights first (docs/results.md).
+    within: str = "group"
+
     def ratios(self, num_groups: int) -> list[float]:
         """Fraction of its remaining weights that group ``j`` loses each round."""
         raise NotImplementedError
 
     def validate(self, group_names: Sequence[str]) -> None:
+        if self.within not in ("group", "tensor"):
+            raise ConfigError(f"schedule option within={self.within!r}: use within=group (rank a group's weights "
+                              f"together) or within=tensor (each tensor loses the group's ratio of its own)")
         ratios = self.ratios(len(group_names))
         if len(ratios) != len(group_names):
             raise ConfigError(f"{type(self).__name__}.ratios gave {len(ratios)} ratios for {len(group_names)} groups")
@@ -38,14 +46,14 @@ class RatioSchedule:
                     f"every ratio must be in [0%, 100%): lower p or q")
 
     def prune(self, scores: Grouped, masks: Grouped) -> Grouped:
-        return prune_groupwise(scores, masks, self.ratios(len(scores)))
+        return prune_groupwise(scores, masks, self.ratios(len(scores)), per_tensor=self.within == "tensor")
 
 
 class UniformSchedule(RatioSchedule):
     """Every group prunes ``p`` of its remaining weights."""
 
-    def __init__(self, p: float = 0.2):
-        self.p = p
+    def __init__(self, p: float = 0.2, within: str = "group"):
+        self.p, self.within = p, within
 
     def ratios(self, num_groups: int) -> list[float]:
         return [self.p] * num_groups
@@ -54,8 +62,8 @@ class UniformSchedule(RatioSchedule):
 class IncrementalSchedule(RatioSchedule):
     """Group ``j`` (forward order) prunes ``p + j*q`` of its remaining weights: the paper's schedule."""
 
-    def __init__(self, p: float = 0.2, q: float = 0.01):
-        self.p, self.q = p, q
+    def __init__(self, p: float = 0.2, q: float = 0.01, within: str = "group"):
+        self.p, self.q, self.within = p, q, within
 
     def ratios(self, num_groups: int) -> list[float]:
         return [self.p + j * self.q for j in range(num_groups)]
