@@ -215,6 +215,24 @@ def test_a_builtin_schedule_may_empty_a_tensor_when_its_ratio_asks_it():
         check_masks(EmptiesATensor(), new, masks, toy.targets, Component("schedule", "schedule x"))
 
 
+def test_within_tensor_is_held_to_each_tensors_own_count():
+    """Two tensors of one group with 3 live weights each at 50%: each loses round(1.5) = 2, so the group
+    keeps 2, where a pooled ratio would keep 3. The check holds the schedule to the rule it runs."""
+    toy = toy_targets()
+    masks = toy.grouped([torch.ones_like(t.weight, dtype=torch.bool) for t in toy.targets])
+    for i in (0, 1):
+        masks[1][i] = torch.zeros_like(masks[1][i])
+        masks[1][i].view(-1)[:3] = True
+    scores = grouped_scores(toy)
+    schedule = builtin_schedules.UniformSchedule(0.5, within="tensor")
+    new = schedule.prune(scores, masks)
+    assert [int(m.sum()) for m in new[1]] == [1, 1]
+    check_masks(schedule, new, masks, toy.targets, Component("schedule", "schedule 'uniform'"))
+    pooled = builtin_schedules.UniformSchedule(0.5).prune(scores, masks)
+    with pytest.raises(PluginError, match="keep 3 of 6 weights; its ratio 50.00% asks to keep 2"):
+        check_masks(schedule, pooled, masks, toy.targets, Component("schedule", "schedule 'uniform'"))
+
+
 def test_good_scores_pass_and_inf_scores_do_not():
     toy = toy_targets()
     scores = [t.weight.detach().abs() for t in toy.targets]

@@ -36,6 +36,12 @@ class TestIncrementalSchedule(ScheduleContract):
         return registry.create("schedules", "incremental", p=20.0, q=1.0)
 
 
+class TestIncrementalScheduleWithinTensor(ScheduleContract):
+    @pytest.fixture
+    def schedule(self, registry):
+        return registry.create("schedules", "incremental", p=20.0, q=1.0, within="tensor")
+
+
 class TestGlobalSchedule(ScheduleContract):
     @pytest.fixture
     def schedule(self, registry):

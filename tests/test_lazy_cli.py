@@ -82,7 +82,7 @@ def test_an_unknown_command_is_still_refused():
 
 def test_a_lazy_factory_is_its_target_when_called():
     factory = LazyFactory("ticketforge.builtins.schedules:UniformSchedule")
-    assert list(inspect.signature(factory).parameters) == ["p"]  # the contract mixins check the keywords
+    assert list(inspect.signature(factory).parameters) == ["p", "within"]  # the contract mixins check the keywords
     assert type(factory(0.5)).__name__ == "UniformSchedule"
     assert LazyFactory("ticketforge_ddpm.spec:DDPMSpec.from_preset").resolve().__name__ == "from_preset"
     with pytest.raises(ValueError, match="package.module:attribute"):

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from ..protocols import Grouped
-from ..pruning import prune_global, prune_groupwise
+from ..pruning import prune_global, prune_groupwise, prune_tensorwise
 
 
 class RatioSchedule:
@@ -46,7 +46,8 @@ class RatioSchedule:
                     f"every ratio must be in [0%, 100%): lower p or q")
 
     def prune(self, scores: Grouped, masks: Grouped) -> Grouped:
-        return prune_groupwise(scores, masks, self.ratios(len(scores)), per_tensor=self.within == "tensor")
+        prune = prune_tensorwise if self.within == "tensor" else prune_groupwise
+        return prune(scores, masks, self.ratios(len(scores)))
 
 
 class UniformSchedule(RatioSchedule):

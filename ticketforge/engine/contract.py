@@ -150,12 +150,16 @@ def asked_counts(schedule: Any, old: Grouped) -> list[tuple[list[int], int, int,
 
     "The ratio actually asked" is the schedule's own rule: a :class:`RatioSchedule` (``uniform``,
     ``incremental`` and subclasses that only override ``ratios``) keeps ``remaining - round(r_j *
-    remaining)`` of each group's live weights; ``global`` keeps ``remaining - round(p * remaining)``
-    of all of them. A schedule with its own ``prune`` is only held to the rules every schedule obeys.
+    remaining)`` of each group's live weights (of each tensor's, summed over the group, with
+    ``within="tensor"``); ``global`` keeps ``remaining - round(p * remaining)`` of all of them. A
+    schedule with its own ``prune`` is only held to the rules every schedule obeys.
     """
     alive = [sum(int(o.sum()) for o in group) for group in old]
     if isinstance(schedule, RatioSchedule) and type(schedule).prune is RatioSchedule.prune:
         ratios = schedule.ratios(len(old))
+        if schedule.within == "tensor":
+            return [([j], sum(int(o.sum()) - prune_count(r, int(o.sum())) for o in group), a, r)
+                    for j, (group, a, r) in enumerate(zip(old, alive, ratios))]
         return [([j], a - prune_count(r, a), a, r) for j, (a, r) in enumerate(zip(alive, ratios))]
     if isinstance(schedule, GlobalSchedule) and type(schedule).prune is GlobalSchedule.prune:
         total = sum(alive)

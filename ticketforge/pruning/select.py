@@ -62,14 +62,21 @@ def _prune_pooled(scores: Sequence[Tensor], masks: Sequence[Tensor], ratio: floa
     return out
 
 
-def prune_groupwise(scores: Grouped, masks: Grouped, ratios: Sequence[float], per_tensor: bool = False) -> Grouped:
-    """Prune ``ratios[j]`` of the remaining weights of group j, pooling the group's tensors (the lowest
-    scores of the whole group go first), or, ``per_tensor``, ``ratios[j]`` of each of its tensors' own."""
+def prune_groupwise(scores: Grouped, masks: Grouped, ratios: Sequence[float]) -> Grouped:
+    """Prune ``ratios[j]`` of the remaining weights of group j, pooling the group's tensors."""
+    _check_lengths(scores, masks, ratios)
+    return [_prune_pooled(s, m, r) for s, m, r in zip(scores, masks, ratios)]
+
+
+def prune_tensorwise(scores: Grouped, masks: Grouped, ratios: Sequence[float]) -> Grouped:
+    """Prune ``ratios[j]`` of the remaining weights of each tensor of group j, each tensor on its own."""
+    _check_lengths(scores, masks, ratios)
+    return [[_prune_pooled([t], [m], r)[0] for t, m in zip(s, ms)] for s, ms, r in zip(scores, masks, ratios)]
+
+
+def _check_lengths(scores: Grouped, masks: Grouped, ratios: Sequence[float]) -> None:
     if not (len(scores) == len(masks) == len(ratios)):
         raise ValueError(f"{len(scores)} score groups, {len(masks)} mask groups, {len(ratios)} ratios")
-    if per_tensor:
-        return [[_prune_pooled([t], [m], r)[0] for t, m in zip(s, ms)] for s, ms, r in zip(scores, masks, ratios)]
-    return [_prune_pooled(s, m, r) for s, m, r in zip(scores, masks, ratios)]
 
 
 def prune_global(scores: Grouped, masks: Grouped, ratio: float) -> Grouped:
