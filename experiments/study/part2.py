@@ -37,7 +37,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, the scheduler part 1 shares
 
@@ -201,22 +201,28 @@ def cut(jobs: dict[str, Job], jid: str) -> list[str]:
     return out
 
 
+def cut_to_fit(jobs: dict[str, Job], study: dict[str, Any], project: Callable[[], dict[str, float]]
+               ) -> dict[str, Any]:
+    """``project()`` (each job's end, ``"end"`` the part's), and the cuts in ``cut-order`` (each with the
+    jobs that need it) that bring it inside ``budget-minutes``; ``jobs`` are the ones it projects."""
+    budget = study["budget-minutes"] * 60
+    full = ends = project()
+    cuts: list[dict[str, Any]] = []
+    for jid in study.get("cut-order", []):
+        if ends["end"] <= budget:
+            break
+        if jobs[jid].state == "todo":
+            cuts.append({"job": jid, "with": cut(jobs, jid)[1:], "projected_end_s": ends["end"]})
+            ends = project()
+    return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
+            "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
+
+
 def dry_run(jobs: list[Job], study: dict[str, Any]) -> dict[str, Any]:
     """The projection at the TOML's rates, and the cuts in ``cut-order`` that make it fit the budget."""
     by_id = {j.id: dataclasses.replace(j) for j in jobs}
     order = [j.id for j in jobs]
-    budget = study["budget-minutes"] * 60
-    full = timeline(by_id, order, study["train-rates"], study, study["train-workers"])
-    cuts: list[dict[str, Any]] = []
-    ends = full
-    for jid in study.get("cut-order", []):
-        if ends["end"] <= budget:
-            break
-        if by_id[jid].state == "todo":
-            cuts.append({"job": jid, "with": cut(by_id, jid)[1:], "projected_end_s": ends["end"]})
-            ends = timeline(by_id, order, study["train-rates"], study, study["train-workers"])
-    return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
-            "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
+    return cut_to_fit(by_id, study, lambda: timeline(by_id, order, study["train-rates"], study, study["train-workers"]))
 
 
 class Part2Scheduler(Scheduler):
