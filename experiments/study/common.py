@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ticketforge import hookimpl
 
@@ -328,6 +328,23 @@ def cut(jobs: dict[str, Job], jid: str) -> list[str]:
                 out.append(job.id)
                 grew = True
     return out
+
+
+def cut_to_fit(jobs: dict[str, Job], study: dict[str, Any], project: Callable[[], dict[str, float]]
+               ) -> dict[str, Any]:
+    """``project()`` (each job's end, ``"end"`` the part's), and the cuts in ``cut-order`` (each with the
+    jobs that need it) that bring it inside ``budget-minutes``; ``jobs`` are the ones it projects."""
+    budget = study["budget-minutes"] * 60
+    full = ends = project()
+    cuts: list[dict[str, Any]] = []
+    for jid in study.get("cut-order", []):
+        if ends["end"] <= budget:
+            break
+        if jobs[jid].state == "todo":
+            cuts.append({"job": jid, "with": cut(jobs, jid)[1:], "projected_end_s": ends["end"]})
+            ends = project()
+    return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
+            "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
 
 
 class Scheduler:

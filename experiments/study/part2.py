@@ -48,7 +48,7 @@ from common import (  # noqa: E402
     Scheduler,
     blocked,
     check_cut_order,
-    cut,
+    cut_to_fit,
     last_round,
     nearest_rounds,
     plan_rounds,
@@ -194,18 +194,7 @@ def dry_run(jobs: list[Job], study: dict[str, Any]) -> dict[str, Any]:
     """The projection at the TOML's rates, and the cuts in ``cut-order`` that make it fit the budget."""
     by_id = {j.id: dataclasses.replace(j) for j in jobs}
     order = [j.id for j in jobs]
-    budget = study["budget-minutes"] * 60
-    full = timeline(by_id, order, study["train-rates"], study, study["train-workers"])
-    cuts: list[dict[str, Any]] = []
-    ends = full
-    for jid in study.get("cut-order", []):
-        if ends["end"] <= budget:
-            break
-        if by_id[jid].state == "todo":
-            cuts.append({"job": jid, "with": cut(by_id, jid)[1:], "projected_end_s": ends["end"]})
-            ends = timeline(by_id, order, study["train-rates"], study, study["train-workers"])
-    return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
-            "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
+    return cut_to_fit(by_id, study, lambda: timeline(by_id, order, study["train-rates"], study, study["train-workers"]))
 
 
 class Part2Scheduler(Scheduler):

@@ -66,6 +66,7 @@ from common import (  # noqa: E402
     Scheduler,
     blocked,
     check_cut_order,
+    cut_to_fit,
     last_round,
     plan_rounds,
     rate_scale,
@@ -218,22 +219,8 @@ def dry_run(jobs: list[Job], study: dict[str, Any]) -> dict[str, Any]:
     """The projection at the TOML's rates, and the cuts in ``cut-order`` that make it fit the budget."""
     by_id = {j.id: dataclasses.replace(j) for j in jobs}
     order = [j.id for j in jobs]
-    budget = study["budget-minutes"] * 60
-
-    def project() -> dict[str, float]:
-        return projection(by_id, order, study["train-rates"], study, study["train-workers"])
-
-    full = ends = project()
-    cuts: list[dict[str, Any]] = []
-    for jid in study.get("cut-order", []):
-        if ends["end"] <= budget:
-            break
-        if by_id[jid].state == "todo":
-            by_id[jid].state = "cut"
-            cuts.append({"job": jid, "projected_end_s": ends["end"]})
-            ends = project()
-    return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
-            "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
+    return cut_to_fit(by_id, study, lambda: projection(by_id, order, study["train-rates"], study,
+                                                        study["train-workers"]))
 
 
 class Part3Scheduler(Scheduler):

@@ -110,7 +110,7 @@ def test_part2_timeline_speeds_up_the_trajectories_left_and_queues_the_scores():
     assert ends["score:b"] == pytest.approx(32.0) and ends["flops:b"] == pytest.approx(33.0)  # alone: 2 s
     assert ends["end"] == pytest.approx(43.0)
     by_id["b"].state, by_id["b"].progress = "running", 1500  # live: b half done, a cut (its score too)
-    assert part2.cut(by_id, "a") == ["a", "score:a"]
+    assert load_script(STUDY / "common.py").cut(by_id, "a") == ["a", "score:a"]
     ends = part2.timeline(by_id, list(by_id), [100.0, 50.0], study, n_train=2, now=100.0, scorer_warm=True)
     assert ends["b"] == pytest.approx(105.0) and "a" not in ends and "score:a" not in ends
     assert ends["score:b"] == pytest.approx(107.0)
