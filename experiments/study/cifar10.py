@@ -53,8 +53,13 @@ from common import (  # noqa: E402
     blocked,
     check_cut_order,
     cut_to_fit,
+    draw_strips,
+    finished_rounds,
+    last_round,
+    nearest_rounds,
     plan_rounds,
-    read_study,
+    read_run,
+    read_study,  # noqa: F401 (the tests read the TOML with it, as parts 2 and 3 do)
     run_facts,
     start_mps,
     stop_mps,
@@ -73,18 +78,6 @@ MIN_SCALE = 0.05  # the lowest measured scale of the training rates (a training 
 
 
 # -- the plan -------------------------------------------------------------------------------------
-def read_config(args: Any) -> tuple[Any, dict[str, Any], Path]:
-    """The run's config, the [study] table (overrides applied) and the output folder; exits unless the
-    run has a round length and a number of prunings."""
-    from ticketforge import RunConfig
-
-    run_data, study = read_study(args.config, args.sets, args.study_sets, STUDY_KEYS)
-    run_cfg = RunConfig.from_dict(run_data, source=str(args.config))
-    if run_cfg.steps_per_round is None or run_cfg.rounds is None:
-        sys.exit(f"{args.config}: give steps-per-round and rounds (the prunings; every round the same steps)")
-    return run_cfg, study, args.out.resolve()
-
-
 def make_plan(run_cfg: Any, study: dict[str, Any], out: Path) -> tuple[list[Job], dict[str, Any]]:
     """Every job of the part, in the order of preference, and what the plan chose.
 
@@ -247,9 +240,7 @@ def timeline(jobs: dict[str, Job], order: list[str], study: dict[str, Any], n_tr
 def dry_run(jobs: list[Job], study: dict[str, Any], train_scale: float = 1.0) -> dict[str, Any]:
     """The projection at the TOML's rates (times ``train_scale``), and the cuts in ``cut-order`` that
     make it fit the budget."""
-    by_id = {j.id: dataclasses.replace(j) for j in jobs}
-    order = [j.id for j in jobs]
-    return {"train_scale": train_scale, **cut_to_fit(by_id, study, lambda: timeline(
+    return {"train_scale": train_scale, **cut_to_fit(jobs, study, lambda by_id, order: timeline(
         by_id, order, study, study["train-workers"], train_scale=train_scale))}
 
 
@@ -379,12 +370,10 @@ class CifarScheduler(Scheduler):
         scale = self.train_scale()
         if scale is None:
             return None
-        from ticketforge.store import RunStore
-
         now, study = time.time(), self.study
         running: dict[int, tuple[str, list[list[Any]]]] = {}
         done_rounds = {(path, k) for path in {p for j in self.jobs.values() for p, _ in j.needs_rounds}
-                       if RunStore(path).exists() for k in RunStore(path).finished_rounds()}
+                       for k in finished_rounds(path)}
         for i, w in enumerate(self.lanes()):
             if w["job"]:
                 job = self.jobs[w["job"]]
@@ -421,43 +410,7 @@ class CifarScheduler(Scheduler):
                 "first_round_seconds": self.first_round_s}
 
 
-# -- the scoring worker's own job -------------------------------------------------------------------
-def draw_strips(args: dict[str, Any], state: dict[str, Any]) -> str:
-    """A denoising strip of each panel's network (x_T ... x_0 of ``n`` samples at ``frames`` steps,
-    DDIM, EMA weights, one seed: the same noise for every panel), the panels one under another."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-    from torchvision.utils import make_grid
-
-    from ticketforge import load_round
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    panels, frames = args["panels"], args["frames"]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(1.0 * frames + 0.6, (1.0 * args["n"] + 0.5) * len(panels)),
-                             squeeze=False)
-    for ax, (title, path, k) in zip(axes[:, 0], panels):
-        loaded = load_round(path, k, device=device)
-        spec: Any = loaded.spec  # the ddpm-unet's: it draws trajectories
-        gen = torch.Generator(device=device).manual_seed(args["seed"])
-        with torch.no_grad():
-            levels, states = spec.denoising_trajectory(loaded.network, args["n"], frames=frames, generator=gen,
-                                                       sampler="ddim", steps=args["steps"])
-        rows = states.transpose(0, 1).reshape(-1, *states.shape[2:])  # a row per sample, noisiest first
-        grid = make_grid(rows.float().cpu(), nrow=len(levels), padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks([(i + 0.5) * grid.shape[2] / len(levels) for i in range(len(levels))])
-        ax.set_xticklabels([f"t={t}" for t in levels], fontsize=6)
-        ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(args["file"], dpi=130)
-    plt.close(fig)
-    return args["file"]
-
-
-HANDLERS = {"strips": draw_strips}
+HANDLERS = {"strips": draw_strips}  # the scoring worker's own job: the denoising strips
 
 
 # -- what comes out ---------------------------------------------------------------------------------
@@ -538,8 +491,6 @@ def faithful(study: dict[str, Any], chosen: dict[str, Any], rate: float, score_s
     """GPU-hours on one H200 of the paper's protocol and of what deciding its 90-99% claim needs, at
     ``rate`` steps/s (one training alone) and ``score_seconds`` a score of ``samples`` samples with the
     GPU to itself (scaled to ``score-samples``): the training steps and one score per trained network."""
-    from common import last_round, nearest_rounds
-
     f, planned = study["faithful"], chosen["extrapolated_sparsity"]
     steps, n_controls = f["steps-per-round"], len(study["controls"])
 
@@ -680,7 +631,7 @@ def print_plan(jobs: list[Job], chosen: dict[str, Any], projection: dict[str, An
 
 def main(argv: list[str] | None = None, t_start: float | None = None) -> dict[str, Any]:
     args = study_parser(__doc__).parse_args(argv)
-    run_cfg, study, out = read_config(args)
+    run_cfg, study, out = read_run(args, STUDY_KEYS, needs=("steps_per_round", "rounds"))
     jobs, chosen = make_plan(run_cfg, study, out)
     check_cut_order(args, study, jobs, [j for j in jobs if j.kind in ("branch", "score")], "branch or score")
     projection = dry_run(jobs, study)

@@ -31,6 +31,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 PATH_KEYS = ("data-root", "data_root", "ticket-run", "ticket_run")
+CLOSING_LAYERS = ("conv2", "proj_out", "conv_out")  # DDPM's layers that close a residual branch, init ~0
 TRAINING = ("run", "branch")  # the kinds of job the training workers take; the scoring worker takes the others
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -61,9 +62,10 @@ def study_arguments(doc: str | None, out_help: str) -> argparse.ArgumentParser:
     return ap
 
 
-def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[str]
+def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[str] | None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's settings (paths made relative to the TOML file) and the [study] table, overrides applied."""
+    """The run's settings (paths made relative to the TOML file) and the [study] table, overrides applied
+    (its keys checked against ``known`` unless that is None)."""
     data = tomllib.loads(path.read_text())
     study = data.pop("study", {})
     for target, items in ((data, sets), (study, study_sets)):
@@ -73,7 +75,7 @@ def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[st
                 target.pop(key, None)
             else:
                 target[key] = tomllib.loads(f"v = {value}")["v"]
-    unknown = sorted(set(study) - known)
+    unknown = sorted(set(study) - known) if known is not None else []
     if unknown:
         sys.exit(f"{path}: unknown [study] key {unknown[0]!r} (known: {', '.join(sorted(known))})")
     for key in PATH_KEYS:
@@ -246,32 +248,63 @@ def store_scores(path: str, k: int, evaluator: str, scores: dict[str, Any]) -> N
     record_metrics(path, k, {evaluator: scores})
 
 
-def draw_grids(args: dict[str, Any]) -> str:
-    """64 samples of each panel's network (DDIM, EMA weights, seed fixed), side by side in one PNG."""
+def draw_panels(args: dict[str, Any], rows: int, cols: int, figsize: tuple[float, float], draw: Any,
+                rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> str:
+    """One PNG of ``args["panels"]`` (title, run folder, round), each panel's network loaded (EMA weights)
+    and drawn by ``draw(ax, loaded, generator)`` with the generator seeded at ``args["seed"]`` (the same
+    noise for every panel)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-    from torchvision.utils import make_grid
 
     from ticketforge import load_round
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    panels = args["panels"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0))
-    for ax, (title, path, k) in zip(list(getattr(axes, "flat", [axes])), panels):
+    fig, axes = plt.subplots(rows, cols, figsize=figsize, squeeze=False)
+    for ax, (title, path, k) in zip(axes.flat, args["panels"]):
         loaded = load_round(path, k, device=device)
-        gen = torch.Generator(device=device).manual_seed(args["seed"])
         with torch.no_grad():
-            images = loaded.spec.sample(loaded.network, 64, generator=gen, sampler="ddim", steps=args["steps"])
-        grid = make_grid(images.float().cpu(), nrow=8, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), cmap="gray", interpolation="nearest")
+            draw(ax, loaded, torch.Generator(device=device).manual_seed(args["seed"]))
         ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.tight_layout(rect=rect)
     fig.savefig(args["file"], dpi=130)
     plt.close(fig)
     return args["file"]
+
+
+def draw_grids(args: dict[str, Any]) -> str:
+    """64 samples of each panel's network (DDIM, EMA weights, seed fixed), side by side in one PNG."""
+    from torchvision.utils import make_grid
+
+    def draw(ax: Any, loaded: Any, gen: Any) -> None:
+        images = loaded.spec.sample(loaded.network, 64, generator=gen, sampler="ddim", steps=args["steps"])
+        grid = make_grid(images.float().cpu(), nrow=8, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), cmap="gray", interpolation="nearest")
+        ax.axis("off")
+
+    n = len(args["panels"])
+    return draw_panels(args, 1, n, (3.2 * n, 4.0), draw, rect=(0, 0, 1, 0.97))
+
+
+def draw_strips(args: dict[str, Any], state: dict[str, Any] | None = None) -> str:
+    """A denoising strip of each panel's network (x_T ... x_0 of ``n`` samples at ``frames`` steps,
+    DDIM, EMA weights, one seed: the same noise for every panel), the panels one under another. A
+    handler of the scoring worker (``state``, its cache, unused)."""
+    from torchvision.utils import make_grid
+
+    def draw(ax: Any, loaded: Any, gen: Any) -> None:
+        levels, states = loaded.spec.denoising_trajectory(loaded.network, args["n"], frames=args["frames"],
+                                                          generator=gen, sampler="ddim", steps=args["steps"])
+        rows = states.transpose(0, 1).reshape(-1, *states.shape[2:])  # a row per sample, noisiest first
+        grid = make_grid(rows.float().cpu(), nrow=len(levels), padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        ax.set_xticks([(i + 0.5) * grid.shape[2] / len(levels) for i in range(len(levels))])
+        ax.set_xticklabels([f"t={t}" for t in levels], fontsize=6)
+        ax.set_yticks([])
+
+    n = len(args["panels"])
+    return draw_panels(args, n, 1, (1.0 * args["frames"] + 0.6, (1.0 * args["n"] + 0.5) * n), draw)
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
@@ -292,15 +325,20 @@ def stop_mps() -> None:
         subprocess.run([binary], input=b"quit\n", capture_output=True)
 
 
+def finished_rounds(path: str) -> list[int]:
+    """The rounds a run folder has finished (none before the run has started)."""
+    from ticketforge.store import RunStore
+    store = RunStore(path)
+    return store.finished_rounds() if store.exists() else []
+
+
 def ready(job: Job, jobs: dict[str, Job], finished: dict[str, list[int]]) -> bool:
     """Whether what the job needs is done; ``finished`` caches each run's finished rounds for one pass."""
-    from ticketforge.store import RunStore
     if any(jobs[j].state != "done" for j in job.needs_jobs):
         return False
     for path, k in job.needs_rounds:
         if path not in finished:
-            store = RunStore(path)
-            finished[path] = store.finished_rounds() if store.exists() else []  # not started yet: none
+            finished[path] = finished_rounds(path)
         if k not in finished[path]:
             return False
     return True
@@ -330,19 +368,22 @@ def cut(jobs: dict[str, Job], jid: str) -> list[str]:
     return out
 
 
-def cut_to_fit(jobs: dict[str, Job], study: dict[str, Any], project: Callable[[], dict[str, float]]
-               ) -> dict[str, Any]:
-    """``project()`` (each job's end, ``"end"`` the part's), and the cuts in ``cut-order`` (each with the
-    jobs that need it) that bring it inside ``budget-minutes``; ``jobs`` are the ones it projects."""
+def cut_to_fit(jobs: list[Job], study: dict[str, Any],
+               project: Callable[[dict[str, Job], list[str]], dict[str, float]]) -> dict[str, Any]:
+    """A part's ``--plan``: ``project(by_id, order)`` (each job's end, ``"end"`` the part's) on copies of
+    ``jobs``, and the cuts in ``cut-order`` (each with what it takes along) that bring it inside
+    ``budget-minutes``."""
+    by_id = {j.id: dataclasses.replace(j) for j in jobs}
+    order = [j.id for j in jobs]
     budget = study["budget-minutes"] * 60
-    full = ends = project()
+    full = ends = project(by_id, order)
     cuts: list[dict[str, Any]] = []
     for jid in study.get("cut-order", []):
         if ends["end"] <= budget:
             break
-        if jobs[jid].state == "todo":
-            cuts.append({"job": jid, "with": cut(jobs, jid)[1:], "projected_end_s": ends["end"]})
-            ends = project()
+        if by_id[jid].state == "todo":
+            cuts.append({"job": jid, "with": cut(by_id, jid)[1:], "projected_end_s": ends["end"]})
+            ends = project(by_id, order)
     return {"uncut_end_s": full["end"], "uncut_ends": full, "end_s": ends["end"], "budget_s": budget,
             "cuts": cuts, "ends": ends, "fits": ends["end"] <= budget}
 
@@ -592,15 +633,17 @@ def check_cut_order(args: Any, study: dict[str, Any], jobs: list[Job], cuttable:
                  f"(they are: {', '.join(j.id for j in cuttable)})")
 
 
-def read_run(args: Any, known: set[str]) -> tuple[Any, dict[str, Any], Path]:
+def read_run(args: Any, known: set[str], needs: tuple[str, ...] = ("target_sparsity", "steps_per_round")
+             ) -> tuple[Any, dict[str, Any], Path]:
     """The part's run config, its [study] table (overrides applied) and its output folder, from the
-    parsed arguments of :func:`study_parser`; exits unless the run has a target sparsity and round length."""
+    parsed arguments of :func:`study_parser`; exits unless the run sets each of ``needs``."""
     from ticketforge import RunConfig
 
     run_data, study = read_study(args.config, args.sets, args.study_sets, known)
     run_cfg = RunConfig.from_dict(run_data, source=str(args.config))
-    if run_cfg.target_sparsity is None or run_cfg.steps_per_round is None:
-        sys.exit(f"{args.config}: give target-sparsity and steps-per-round")
+    missing = [name.replace("_", "-") for name in needs if getattr(run_cfg, name) is None]
+    if missing:
+        sys.exit(f"{args.config}: give {' and '.join(missing)}")
     return run_cfg, study, args.out.resolve()
 
 

@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, the scheduler part 2 shares
 
 from common import (  # noqa: E402
+    CLOSING_LAYERS,
     Job,
     Scheduler,
     last_round,
@@ -143,7 +144,7 @@ def weight_stats(run: Path, k: int, start_file: str | None) -> dict[str, Any]:
     start = RunStore(run).read_tensors(start_file) if start_file else None
     out: dict[str, Any] = {}
     for group, pick in (("closing", True), ("other", False)):
-        names = [n for n in masks if n.endswith(("conv2", "proj_out", "conv_out")) == pick]
+        names = [n for n in masks if n.endswith(CLOSING_LAYERS) == pick]
         kept = sum(int(masks[n].sum()) for n in names)
         total = sum(masks[n].numel() for n in names)
 

@@ -192,9 +192,8 @@ def timeline(jobs: dict[str, Job], order: list[str], rates: list[float], study: 
 
 def dry_run(jobs: list[Job], study: dict[str, Any]) -> dict[str, Any]:
     """The projection at the TOML's rates, and the cuts in ``cut-order`` that make it fit the budget."""
-    by_id = {j.id: dataclasses.replace(j) for j in jobs}
-    order = [j.id for j in jobs]
-    return cut_to_fit(by_id, study, lambda: timeline(by_id, order, study["train-rates"], study, study["train-workers"]))
+    return cut_to_fit(jobs, study, lambda by_id, order: timeline(by_id, order, study["train-rates"], study,
+                                                                 study["train-workers"]))
 
 
 class Part2Scheduler(Scheduler):

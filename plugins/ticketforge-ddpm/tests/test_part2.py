@@ -291,3 +291,16 @@ def test_part2_runs_a_tiny_part_end_to_end_and_resumes(tmp_path):
     assert all(r["score_reused"] for r in doc2["rows"]) and len(doc2["rows"]) == len(rows)
     assert trained() == before
     assert [r["fd_lenet"] for r in doc2["rows"]] == [r["fd_lenet"] for r in doc["rows"]]
+
+
+def test_closing_layers_counts_each_tensors_share_from_the_schedule(tmp_path, capsys):
+    """``closing_layers.py``: with within=tensor every residual-closing layer keeps the group's share
+    (p=50: half, then a quarter), and the pooled schedule is said to come from random scores."""
+    script = load_script(STUDY / "closing_layers.py")
+    toml = tmp_path / "t.toml"
+    toml.write_text('model = "ddpm-unet"\npreset = "tiny"\nschedule = "uniform"\np = 50.0\n')
+    rows = script.main([str(toml), "--set", 'schedule-options={within="tensor"}', "--rounds", "2"])
+    assert [r["closing_kept"] for r in rows] == pytest.approx([1.0, 0.5, 0.25], abs=0.02)
+    assert rows[2]["closing_min"] == pytest.approx(0.25, abs=0.05) and "random scores" not in capsys.readouterr().out
+    script.main([str(toml), "--rounds", "1"])
+    assert "counts from random scores" in capsys.readouterr().out
