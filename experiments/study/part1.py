@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     CLOSING_LAYERS,
     Job,
     Scheduler,
+    check_cut_order,
     last_round,
     nearest_rounds,
     planned_sparsities,
@@ -239,10 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.exit(f"{args.config}: give target-sparsity and steps-per-round")
     (out / "results").mkdir(parents=True, exist_ok=True)
     jobs, chosen = make_plan(run_cfg, study, out)
-    unknown = sorted(set(study.get("cut-order", [])) - {j.id for j in jobs})
-    if unknown:
-        sys.exit(f"{args.config}: cut-order names {unknown[0]!r}, which is no training of this plan "
-                 f"(they are: {', '.join(j.id for j in jobs if j.kind == 'branch')})")
+    check_cut_order(args, study, jobs, [j for j in jobs if j.kind in ("run", "branch")], "training")
     mps = not args.no_mps and start_mps(out)
     log = open(out / "results" / "part1.log", "a")
     sched = Part1Scheduler(jobs, {**study, "log-dir": str(out / "results")}, study["train-workers"], log,
