@@ -28,7 +28,7 @@ settings is not redone. Writes ``OUT/results/cifar10.json`` (rows, comparisons, 
 faithful reproduction at the measured rates, cuts, job times), ``cifar10_table.md``, ``cifar10_fd.png``
 (fd-resnet and KID against sparsity), ``cifar10_samples.png`` (sample grids) and
 ``cifar10_denoising.png`` (denoising strips). ``--set`` and ``--study-set`` as in part1.py. The GPU
-session's steps (wheels, data, the three calls) are in README-cifar10.md.
+session's steps (wheels, data, the calls through device.sh) are in README-cifar10.md.
 """
 
 from __future__ import annotations

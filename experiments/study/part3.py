@@ -4,17 +4,11 @@ sampling pay?
     python experiments/study/part3.py experiments/study/similarity.toml --out /tmp/study3
     python experiments/study/part3.py experiments/study/similarity.toml --out /tmp/study3 --plan  # no GPU
 
-On one H200 started bare (wheels of this commit in .whl/, the MNIST IDX files in .data/mnist; the GPU
-session's three calls are in README-part3.md), the part itself is:
+On one H200 started bare (wheels of this commit in .whl/, the MNIST IDX files in .data/mnist), the part
+is started and polled with ``experiments/study/device.sh``; README-part3.md has the calls.
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TICKETFORGE_CACHE=/tmp/tfcache \
-        STUDY_COMMIT=COMMIT && mkdir -p /tmp/study3 && python3 experiments/study/part3.py \
-        experiments/study/similarity.toml --out /tmp/study3 > /tmp/study3/study.out 2>&1
-
-Projected at part 1's H200 rates (``--plan``): the trainings end at 10.2 min, the part at 15.0 min of
-its 23-minute budget, nothing cut; at half that training rate (16.5 steps/s) 24.0 min uncut, the four
-outer mixed cells of ``cut-order`` are cut.
+``--plan`` prints the projected plan at the TOML's rates; README-part3.md has it at slower rates too,
+and what the H200 runs took.
 
 Trains the three trajectories of ``[study] tickets`` (part 1's run with its seeds replaced: seed 0;
 seed 1 from seed 0's theta_0, ``--init-seed 0``; seed 1) side by side, one training process each (under
