@@ -12,6 +12,11 @@
 # then its results went with the machine). So every call ends with the results so far, and a poll
 # returns as soon as the part ends. results.tgz holds DIR/results/ and every round's record, config,
 # manifest and train log; never checkpoints (they are not results, and $OUT takes 16 MiB a file).
+#
+# Each call through the device tool: kind nvidia-h200, timeout_s 600, carry [".whl", ".data"] (the
+# wheels of the commit you run, and the data). Start, then poll at once for as long as it says "still
+# running". After each call, unpack here what came back:
+#   mkdir -p DIR && tar xzf /work/.device/N/results.tgz -C DIR     (N: the call's files_at)
 set -u -o pipefail
 
 die() { echo "device.sh: $*" >&2; exit 2; }
