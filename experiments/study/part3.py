@@ -517,17 +517,22 @@ def plot_cka(pair: str, by_round: dict[str, dict[str, Any]], last: int, timestep
 def plot_rank(table: list[dict[str, Any]], file: Path) -> None:
     """Spearman's rho of each mode's profile, per pair, tickets and dense; filled where p < alpha."""
     plt = _plt()
+    from matplotlib.patches import Patch
     mode_names = list(dict.fromkeys(r["mode"] for r in table))
     pairs = list(dict.fromkeys(r["pair"] for r in table))
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / (2 * len(pairs))
+    handles: list[Any] = []
     for i, pair in enumerate(pairs):
         for j, (tag, name) in enumerate((("", "tickets"), ("dense_", "dense r0"))):
             rows = {r["mode"]: r for r in table if r["pair"] == pair}
             xs = [m + (2 * i + j) * width - 0.4 + width / 2 for m in range(len(mode_names))]
             ys = [rows[m][f"{tag}rho"] if rows[m][f"{tag}rho"] is not None else math.nan for m in mode_names]
             sig = [rows[m][f"{tag}p"] is not None and rows[m][f"{tag}p"] < rows[m].get("alpha", 0.05) for m in mode_names]
-            bars = ax.bar(xs, ys, width, label=f"{pair}, {name}", alpha=0.9 if j == 0 else 0.5)
+            color = f"C{2 * i + j}"
+            # The legend takes the first bar's look, hatched and hollow or not: give it a filled patch.
+            handles.append(Patch(facecolor=color, label=f"{pair}, {name}"))
+            bars = ax.bar(xs, ys, width, color=color, edgecolor=color)
             for bar, s in zip(bars, sig):
                 if not s:
                     bar.set_hatch("//")
@@ -536,7 +541,7 @@ def plot_rank(table: list[dict[str, Any]], file: Path) -> None:
     ax.set_xticks(range(len(mode_names)))
     ax.set_xticklabels(mode_names, rotation=30, fontsize=8)
     ax.set_ylabel("Spearman's rho with module position\n(< 0: upstream more alike; hatched: not significant)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7)
     fig.tight_layout()
     fig.savefig(file, dpi=120)
     plt.close(fig)

@@ -168,6 +168,29 @@ def test_rank_table_and_claim_on_constructed_profiles():
     assert claim["jaccard"]["status"] == "held for some pairs" and claim["jaccard"]["falls"] == ["a-vs-c"]
 
 
+
+def test_rank_plot_keeps_each_series_colour_on_hollow_bars_and_in_its_legend(monkeypatch, tmp_path):
+    """Not-significant bars are hatched and hollow: their outline keeps the series' colour, and the legend
+    shows each series filled (the 2026-12-03 run's plot had four identical hollow legend entries)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    part3 = _part3()
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    table = [{"pair": pair, "mode": mode, "rho": -0.3, "p": p, "dense_rho": 0.1, "dense_p": 0.5}
+             for pair in ("a-vs-b", "a-vs-c") for mode, p in (("weights", 0.01), ("jaccard", 0.4))]
+    part3.plot_rank(table, tmp_path / "rank.png")
+    ax = figs[0].axes[0]
+    legend = [to_rgba(h.get_facecolor()) for h in ax.get_legend().get_patches()]
+    assert len(set(legend)) == 4 and all(c[3] > 0 for c in legend)
+    hollow = [b for b in ax.patches if b.get_hatch()]
+    assert len(hollow) == 6  # jaccard in all four series, and the dense weights of both pairs
+    assert all(to_rgba(b.get_facecolor())[3] == 0 and to_rgba(b.get_edgecolor()) in legend for b in hollow)
+    plt.close(figs[0])
+
 # -- the switch points and their MACs -----------------------------------------------------------------
 def test_switch_schedules_and_their_macs():
     from ticketforge_ddpm.mixed import schedule_macs, schedules, steps_of
