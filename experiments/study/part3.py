@@ -368,7 +368,9 @@ def profile(doc: dict[str, Any], mode: str) -> list[float | None]:
 def rank_table(cells: dict[str, dict[int, dict[str, Any]]], last: int, timesteps: list[int], alpha: float
                ) -> list[dict[str, Any]]:
     """Per pair and mode: Spearman's rho and p of the ticket's profile against module position, the same
-    of the dense networks' (round 0; not for Jaccard: their masks are all ones), and the mean levels."""
+    of the dense networks' (round 0; not for Jaccard: their masks are all ones), and the mean levels.
+    ``p_holm``: the ticket's p adjusted (Holm) for all the tickets' tests in the table; ``trend`` is
+    each test's own, at ``alpha``."""
     from ticketforge.similarity.trend import position_trend
 
     def mean(values: list[float | None]) -> float | None:
@@ -390,7 +392,21 @@ def rank_table(cells: dict[str, dict[int, dict[str, Any]]], last: int, timesteps
                 rows = sorted(by_round[last]["modules"], key=lambda r: r["position"])
                 row["random_mean"] = mean([r["jaccard_random"] for r in rows])
             table.append(row)
+    tested = [r for r in table if r["p"] is not None]
+    for row, adjusted in zip(tested, holm([r["p"] for r in tested])):
+        row["p_holm"] = adjusted
     return table
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment of ``ps`` for testing them all at once (in their order): the k-th
+    smallest is multiplied by (m - k), then made no smaller than the one before it, capped at 1."""
+    order = sorted(range(len(ps)), key=ps.__getitem__)
+    out, running = [0.0] * len(ps), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - k) * ps[i]))
+        out[i] = running
+    return out
 
 
 def claim(table: list[dict[str, Any]], pairs: list[str]) -> dict[str, Any]:

@@ -168,6 +168,39 @@ def test_rank_table_and_claim_on_constructed_profiles():
     assert claim["jaccard"]["status"] == "held for some pairs" and claim["jaccard"]["falls"] == ["a-vs-c"]
 
 
+def test_holm_adjusts_each_p_for_all_the_tests_and_keeps_their_order():
+    part3 = _part3()
+    # sorted: 0.01 * 4, 0.03 * 3, 0.04 * 2 (raised to the 0.09 before it), 0.5 * 1
+    assert part3.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert part3.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])  # capped at 1
+    down, flat = [0.9, 0.8, 0.7, 0.6, 0.5], [0.5, 0.7, 0.4, 0.8, 0.6]
+    table = part3.rank_table({"a-vs-b": {5: _cell(down, flat)}, "a-vs-c": {5: _cell(flat, flat)}}, 5, [100], 0.05)
+    tested = [r for r in table if r["p"] is not None]
+    assert [r["p_holm"] for r in tested] == pytest.approx(part3.holm([r["p"] for r in tested]))
+    assert all(r["p_holm"] >= r["p"] for r in tested)
+
+
+def test_part3_checks_leave_out_modules_empty_in_both_and_redraw_the_rank_plot(tmp_path, capsys):
+    checks = load_script(STUDY / "part3_checks.py")
+    down = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    ticket = _cell(down, [0.2, 0.3, 0.4, 0.5, 1.0, 1.0])
+    for m, density in zip(ticket["modules"], (0.5, 0.5, 0.5, 0.5, 0.0, 0.0)):
+        m.update(density_a=density, density_b=density)
+    dense = _cell([-0.05, 0.02, 0.01, 0.03, -0.01, 0.04], [1.0] * 6)
+    result = {"study": {"alpha": 0.05, "cka-timesteps": [100]}, "plan": {"last_round": 5},
+              "cka": {"a-vs-b": {"r0": dense, "r5": ticket}}}
+    (tmp_path / "part3.json").write_text(json.dumps(result))
+    out = checks.main([str(tmp_path / "part3.json"), "--rank-png", str(tmp_path / "rank.png")])
+    j = out["jaccard_without_empty"]["a-vs-b"]
+    assert j["empty_in_both"] == ["m4", "m5"] and j["n"] == 4
+    assert j["mean"] == pytest.approx(0.35) and j["random_mean"] == pytest.approx(0.1)
+    assert j["rho"] == pytest.approx(1.0)  # the four kept rise; with the two 1.0s the mean would be 0.567
+    assert out["weights_cka_range"]["a-vs-b"] == {"r0": pytest.approx([-0.05, 0.04]), "r5": pytest.approx([0.4, 0.9])}
+    assert {r["mode"] for r in out["rank_table"] if "p_holm" in r} == {"weights", "linear@t100", "rbf@t100", "jaccard"}
+    assert (tmp_path / "rank.png").stat().st_size > 0 and "m4, m5" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a finished part's part3.json"):
+        checks.main([str(tmp_path / "missing.json")])
+
 
 def test_rank_plot_keeps_each_series_colour_on_hollow_bars_and_in_its_legend(monkeypatch, tmp_path):
     """Not-significant bars are hatched and hollow: their outline keeps the series' colour, and the legend
@@ -190,6 +223,7 @@ def test_rank_plot_keeps_each_series_colour_on_hollow_bars_and_in_its_legend(mon
     assert len(hollow) == 6  # jaccard in all four series, and the dense weights of both pairs
     assert all(to_rgba(b.get_facecolor())[3] == 0 and to_rgba(b.get_edgecolor()) in legend for b in hollow)
     plt.close(figs[0])
+
 
 # -- the switch points and their MACs -----------------------------------------------------------------
 def test_switch_schedules_and_their_macs():
