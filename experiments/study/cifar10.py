@@ -557,6 +557,16 @@ def markdown(rows: list[dict[str, Any]], verdict: dict[str, Any], estimate: dict
     return "\n".join(lines) + "\n"
 
 
+LOG_SPAN = 3.0  # a score axis is logarithmic only where its values span this factor
+
+
+def log_axis(values: list[float]) -> bool:
+    """Whether a score axis reads better logarithmic: every value positive and spanning ``LOG_SPAN``.
+    Over a narrower span a log axis labels its ticks 7.25x10^0 (the 2026-12-03 run's first drawing), and
+    KID, an unbiased estimate, can be negative."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SPAN
+
+
 def plot_fd(rows: list[dict[str, Any]], metric: str, n_samples: int, file: Path) -> None:
     """The evaluator's distance and KID against sparsity: the ticket's rounds as a line, the controls
     as markers at their round's sparsity, the dense branch from theta_tau as a dotted level."""
@@ -577,7 +587,8 @@ def plot_fd(rows: list[dict[str, Any]], metric: str, n_samples: int, file: Path)
                     ax.plot(100 * r["sparsity"], r[key], "s", ms=8, label=TITLES.get(r["kind"], r["kind"]))
         ax.set_xlabel("sparsity (% of prunable weights removed)")
         ax.set_ylabel(f"{name} ({n_samples} samples; lower is better)")
-        ax.set_yscale("log")
+        if log_axis([r[key] for r in rows if r[key] is not None]):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -62,6 +62,23 @@ def study_arguments(doc: str | None, out_help: str) -> argparse.ArgumentParser:
     return ap
 
 
+def checks_of_finished(argv: list[str] | None, doc: str | None, name: str, figure: str, figure_help: str,
+                       check: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[argparse.Namespace, dict[str, Any],
+                                                                                     dict[str, Any]]:
+    """A checks script's command line (a finished part's JSON, ``--FIGURE`` to draw a plot again) and
+    ``check`` run on the JSON: (args, the JSON, what ``check`` found). A file that is not that part's
+    finished JSON is a one-line error."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("result", type=Path, help=f"a finished part's results/{name}")
+    ap.add_argument(f"--{figure}", type=Path, help=figure_help)
+    args = ap.parse_args(argv)
+    try:
+        result = json.loads(args.result.read_text())
+        return args, result, check(result)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{args.result} is not a finished part's {name} ({e.__class__.__name__}: {e}); give results/{name}")
+
+
 def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[str] | None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run's settings (paths made relative to the TOML file) and the [study] table, overrides applied

@@ -15,7 +15,9 @@
 #
 # Each call through the device tool: kind nvidia-h200, timeout_s 600, carry [".whl", ".data"] (the
 # wheels of the commit you run, and the data). Start, then poll at once for as long as it says "still
-# running". After each call, unpack here what came back:
+# running", with SECONDS of at most 300: on 2026-12-03 two CIFAR-10 attempts were lost when the call
+# after a 560-s one came too late, while a part polled in calls of 240-300 s came back whole. A short
+# call costs one more call, a lost machine the whole part. After each call, unpack here what came back:
 #   mkdir -p DIR && tar xzf /work/.device/N/results.tgz -C DIR     (N: the call's files_at)
 set -u -o pipefail
 

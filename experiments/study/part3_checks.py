@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import checks_of_finished  # noqa: E402
 from part3 import plot_rank, rank_table  # noqa: E402
 
 
@@ -53,15 +52,8 @@ def checks(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("result", type=Path, help="a finished part's part3.json")
-    ap.add_argument("--rank-png", type=Path, help="draw the rank plot again into this file")
-    args = ap.parse_args(argv)
-    try:
-        result = json.loads(args.result.read_text())
-        out = checks(result)
-    except (OSError, ValueError, KeyError) as e:
-        sys.exit(f"part3_checks.py: {args.result} is not a finished part's part3.json ({e!r}); give results/part3.json")
+    args, _, out = checks_of_finished(argv, __doc__, "part3.json", "rank-png", "draw the rank plot again into this file",
+                                      checks)
     print("pair | mode | rho | p | p (Holm, all the tickets' tests)")
     for r in out["rank_table"]:
         if r["p"] is not None:

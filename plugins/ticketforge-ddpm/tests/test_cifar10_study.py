@@ -255,3 +255,58 @@ def test_cifar10_runs_a_tiny_part_end_to_end(tmp_path):
         assert (results / name).stat().st_size > 0, name
     assert "| ticket-reinit@r3 |" in (results / "cifar10_table.md").read_text()
     assert len(list((tmp_path / "cache" / "data").glob("cifar10-*.pt"))) == 1  # decoded once, for every training
+
+
+# -- the figures and checks of a finished part ---------------------------------------------------------
+def _row(id_, kind, rnd, sparsity, fd, kid, kid_std=0.004):
+    return {"id": id_, "kind": kind, "round": rnd, "sparsity": sparsity, "fd_resnet": fd, "kid": kid,
+            "kid_std": kid_std}
+
+
+def _finished(rows):
+    return {"evaluator": "fd-resnet", "rows": rows, "plan": {"last_round": 3}, "study": {"samples": 10000}}
+
+
+NARROW = [_row("r0", "dense", 0, 0.0, 7.8, 0.080), _row("none-tau@r0", "none-tau", 0, 0.0, 7.7, 0.078),
+          _row("r3", "ticket", 3, 0.726, 7.8, 0.076), _row("ticket-reinit@r3", "ticket-reinit", 3, 0.726, 8.7, 0.093),
+          _row("random-tau@r3", "random-tau", 3, 0.726, 7.8, 0.075)]
+
+
+def test_score_axes_are_logarithmic_only_over_a_wide_positive_span(monkeypatch, tmp_path):
+    """Over 7-9 a log axis labels its ticks 7.25x10^0 (the 2026-12-03 run's first drawing): linear there; a
+    KID below zero cannot go on a log axis; a span of 10x does."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c10 = _cifar10()
+    assert not c10.log_axis([7.1, 8.7]) and not c10.log_axis([-0.001, 0.09]) and not c10.log_axis([])
+    assert c10.log_axis([9.6, 320.0])
+    figs, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figs.append)
+    c10.plot_fd(NARROW, "fd_resnet", 10000, tmp_path / "narrow.png")
+    wide = [{**r, "fd_resnet": r["fd_resnet"] * (40 if r["round"] else 1)} for r in NARROW]
+    c10.plot_fd(wide, "fd_resnet", 10000, tmp_path / "wide.png")
+    assert [ax.get_yscale() for f in figs for ax in f.axes] == ["linear", "linear", "log", "linear"]
+    for f in figs:
+        close(f)
+
+
+def test_cifar10_checks_give_each_controls_margin_and_the_dense_pairs_gap(tmp_path, capsys):
+    checks = load_script(STUDY / "cifar10_checks.py")
+    (tmp_path / "cifar10.json").write_text(json.dumps(_finished(NARROW)))
+    out = checks.main([str(tmp_path / "cifar10.json"), "--fd-png", str(tmp_path / "fd.png")])
+    by = {m["vs"]: m for m in out["controls"]}
+    assert set(by) == {"ticket-reinit@r3", "random-tau@r3"} and out["ticket"] == "r3"
+    reinit = by["ticket-reinit@r3"]
+    assert reinit["metric"] == pytest.approx(0.9) and reinit["metric_relative"] == pytest.approx(0.9 / 7.8)
+    assert reinit["kid"] == pytest.approx(0.017) and reinit["kid_in_subset_stds"] == pytest.approx(0.017 / (0.004 * 2 ** 0.5))
+    pair = out["dense_pair"]
+    assert (pair["base"], pair["vs"]) == ("r0", "none-tau@r0") and pair["metric"] == pytest.approx(-0.1)
+    assert "ticket-reinit@r3 minus r3: fd-resnet +0.900" in capsys.readouterr().out
+    assert (tmp_path / "fd.png").stat().st_size > 0
+    (tmp_path / "cut.json").write_text(json.dumps(_finished([r for r in NARROW if r["id"] != "r3"])))
+    with pytest.raises(SystemExit, match="r3 has no score"):
+        checks.main([str(tmp_path / "cut.json")])
+    with pytest.raises(SystemExit, match="not a finished part's cifar10.json"):
+        checks.main([str(tmp_path / "missing.json")])
