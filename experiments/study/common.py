@@ -63,14 +63,17 @@ def study_arguments(doc: str | None, out_help: str) -> argparse.ArgumentParser:
 
 
 def checks_of_finished(argv: list[str] | None, doc: str | None, name: str, figure: str, figure_help: str,
-                       check: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[argparse.Namespace, dict[str, Any],
-                                                                                     dict[str, Any]]:
-    """A checks script's command line (a finished part's JSON, ``--FIGURE`` to draw a plot again) and
-    ``check`` run on the JSON: (args, the JSON, what ``check`` found). A file that is not that part's
-    finished JSON is a one-line error."""
+                       check: Callable[[dict[str, Any]], dict[str, Any]],
+                       options: Callable[[argparse.ArgumentParser], Any] | None = None
+                       ) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any]]:
+    """A checks script's command line (a finished part's JSON, ``--FIGURE`` to draw a plot again, what
+    ``options`` adds) and ``check`` run on the JSON: (args, the JSON, what ``check`` found). A file that
+    is not that part's finished JSON is a one-line error."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("result", type=Path, help=f"a finished part's results/{name}")
     ap.add_argument(f"--{figure}", type=Path, help=figure_help)
+    if options is not None:
+        options(ap)
     args = ap.parse_args(argv)
     try:
         result = json.loads(args.result.read_text())

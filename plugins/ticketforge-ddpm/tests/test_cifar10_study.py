@@ -310,3 +310,31 @@ def test_cifar10_checks_give_each_controls_margin_and_the_dense_pairs_gap(tmp_pa
         checks.main([str(tmp_path / "cut.json")])
     with pytest.raises(SystemExit, match="not a finished part's cifar10.json"):
         checks.main([str(tmp_path / "missing.json")])
+
+
+def test_cifar10_checks_take_the_steady_rate_and_a_checkpoints_cost_from_the_train_logs(tmp_path):
+    """The median interval is the steady rate (a slow interval beside a score does not move it); the
+    intervals after a checkpoint step cost their extra seconds; round boundaries are not intervals."""
+    checks = load_script(STUDY / "cifar10_checks.py")
+    run, branch = tmp_path / "seed0", tmp_path / "seed0" / "branches" / "b"
+    branch.mkdir(parents=True)
+    rates = {100: 50.0, 200: 50.0, 300: 20.0, 400: 50.0, 500: 20.0}  # 300 and 500 hold the checkpoints after 200, 400
+    lines = [{"round": r, "step": s, "steps_per_s": v} for r in (0, 1) for s, v in rates.items()]
+    (run / "train_log.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (branch / "train_log.jsonl").write_text(json.dumps({"round": 0, "step": 100, "steps_per_s": 10.0}) + "\n")
+    got = checks.train_rates(run, 200)
+    assert (got["logs"], got["intervals"], got["steady_steps_per_s"]) == (2, 11, 50.0)
+    assert got["checkpoint_seconds"] == pytest.approx(100 / 20 - 100 / 50)
+    with pytest.raises(SystemExit, match="no train_log.jsonl"):
+        checks.train_rates(tmp_path / "empty", 200)
+
+
+def test_cifar10_checks_reproduce_the_committed_rates_and_gpu_hours():
+    """docs/results.md's CIFAR-10 rates and GPU-hours come from this command on the committed files."""
+    checks = load_script(STUDY / "cifar10_checks.py")
+    committed = STUDY.parents[1] / "docs" / "results" / "cifar10"
+    out = checks.main([str(committed / "cifar10.json"), "--runs", str(committed / "runs" / "seed0")])
+    assert round(out["rates"]["steady_steps_per_s"], 1) == 43.8 and round(out["rates"]["checkpoint_seconds"], 1) == 2.7
+    cost = out["faithful_at_steady"]
+    assert (cost["paper"]["trainings"], round(cost["paper"]["gpu_hours"])) == (26, 132)
+    assert (cost["decide_90_99"]["trainings"], round(cost["decide_90_99"]["gpu_hours"])) == (38, 193)
