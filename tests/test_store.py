@@ -156,6 +156,29 @@ def test_manifest_lists_every_file_with_its_checksum(toy_config, registry):
     assert "rounds/0002/record.json" in manifest and "checkpoint.pt" not in manifest
 
 
+def test_tensor_files_are_a_function_of_their_content_metadata_included(tmp_path):
+    """safetensors writes metadata in a hash order that changes between saves (its issue #584): the same
+    tensors and metadata saved 20 times must still give one byte string, which safetensors reads back."""
+    from safetensors import safe_open
+    from safetensors.torch import load, save
+
+    from ticketforge.store.canonical import safetensors_bytes
+
+    tensors = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(3, dtype=torch.bfloat16)}
+    meta = {"format": "f/1", "round_0_step": "150", "config": '{"p": 20}', "é": "ü"}
+    saves = {safetensors_bytes(tensors, meta) for _ in range(20)}
+    assert len(saves) == 1
+    blob = saves.pop()
+    assert int.from_bytes(blob[:8], "little") % 8 == 0  # the data starts 8-byte aligned
+    assert {k: v.tolist() for k, v in load(blob).items()} == {k: v.tolist() for k, v in tensors.items()}
+    (tmp_path / "t.safetensors").write_bytes(blob)
+    with safe_open(str(tmp_path / "t.safetensors"), framework="pt") as f:
+        assert f.metadata() == meta
+    assert safetensors_bytes(tensors) == save(tensors) == safetensors_bytes(tensors, {})
+    with pytest.raises(TypeError, match="str keys and values only"):
+        safetensors_bytes(tensors, {"round": 3})
+
+
 def test_export_and_load_ticket_round_trip(toy_config, registry, tmp_path):
     Engine(dataclasses.replace(toy_config, rounds=3), registry=registry).run()
     info = export_ticket(toy_config.out, tmp_path / "t.safetensors", registry=registry)
@@ -167,6 +190,8 @@ def test_export_and_load_ticket_round_trip(toy_config, registry, tmp_path):
         module = dict(net.named_modules())[name]
         assert (module.weight[~mask] == 0).all()
     assert info["sparsity"] == loaded.record["sparsity"]
+    export_ticket(toy_config.out, tmp_path / "again.safetensors", registry=registry)  # four metadata keys
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "t.safetensors").read_bytes()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError):

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 from torch import nn
 
 from .errors import CheckpointError
 from .registry import Registry
 from .store.atomic import atomic_write_bytes
+from .store.canonical import safetensors_bytes
 
 FORMAT = "ticketforge-ticket/1"
 
@@ -44,7 +44,7 @@ def export_ticket(run: str | Path, out: str | Path, round: int | None = None, *,
     metadata = {"format": FORMAT, "config": json.dumps(loaded.config, default=str),
                 "shapes": json.dumps(shapes), "round": str(loaded.round)}
     out = Path(out)
-    atomic_write_bytes(out, save(tensors, metadata=metadata))  # never a half-written ticket
+    atomic_write_bytes(out, safetensors_bytes(tensors, metadata))  # never a half-written ticket
     dense_bytes = sum(p.numel() * 4 for p in loaded.network.parameters())
     return {"file_bytes": out.stat().st_size, "dense_fp32_bytes": dense_bytes, "round": loaded.round,
             "sparsity": loaded.record["sparsity"]}

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from .atomic import atomic_write_bytes, clean_temp_files, sha256_file
+from .canonical import safetensors_bytes
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -106,7 +106,7 @@ class RunStore:
 
     def write_tensors(self, rel: str, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        self.write_bytes(rel, st_save(tensors, metadata=metadata))
+        self.write_bytes(rel, safetensors_bytes(tensors, metadata))
 
     def write_file(self, rel: str) -> None:
         """Register a file someone else wrote under the run (a PNG) with its checksum."""

@@ -304,3 +304,78 @@ def test_closing_layers_counts_each_tensors_share_from_the_schedule(tmp_path, ca
     assert rows[2]["closing_min"] == pytest.approx(0.25, abs=0.05) and "random scores" not in capsys.readouterr().out
     script.main([str(toml), "--rounds", "1"])
     assert "counts from random scores" in capsys.readouterr().out
+
+
+# -- the checks of a finished part (part2_checks.py) --------------------------------------------------
+def _finished_part2(fds: dict[tuple[str, int], float], verdicts: dict[tuple[str, int], str], sha: str = "f" * 64):
+    """A part2.json with the fields the checks read: a row per (schedule, round), a comparison per non-dense row."""
+    cell = {0: "dense", 5: "0.68", 9: "0.85"}
+    rows = [{"schedule": s, "round": k, "cell": cell[k], "sparsity": 0.1 * k, "fd_lenet": fd,
+             "featurizer_sha256": sha, "sampling_sparse_macs": 10 - k} for (s, k), fd in fds.items()]
+    comparisons = [{"schedule": s, "round": k, "cell": cell[k], "sparsity": 0.1 * k, "fd_lenet": fds[s, k],
+                    "margin": fds[s, k] - 20.0, "seed_spread_at_this_fd": 4.0, "verdict": v}
+                   for (s, k), v in verdicts.items()]
+    return {"rows": rows, "comparisons": comparisons, "dense_vs_part1": {"part2": fds["uniform", 0], "part1": 9.5},
+            "cuts": [{"job": "erk@0.95"}], "part1": {"seed_spread": {"rel": 0.15}, "curve": []},
+            "study": {"samples": 10000}}
+
+
+def test_part2_checks_give_margins_in_spreads_and_the_change_between_two_runs(tmp_path, capsys):
+    """Margins in part 1's seed spreads; against another run: each round both scored, its change relative
+    to the other run, the verdicts that changed, the largest change, what only one run scored; runs of two
+    featurizers do not compare (one-line error), nor does a file that is not a finished part."""
+    checks = load_script(STUDY / "part2_checks.py")
+    first = _finished_part2({("uniform", 0): 10.0, ("uniform", 5): 24.0, ("uniform", 9): 50.0},
+                            {("uniform", 5): "within the seed spread", ("uniform", 9): "schedule better"})
+    second = _finished_part2({("uniform", 0): 10.5, ("uniform", 5): 15.0, ("uniform", 9): 49.0, ("erk", 9): 4.0},
+                             {("uniform", 5): "schedule better", ("uniform", 9): "schedule better",
+                              ("erk", 9): "schedule better"})
+    for name, doc in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    out = checks.main([str(tmp_path / "b.json"), "--against", str(tmp_path / "a.json"), "--fd-png", str(tmp_path / "fd.png")])
+    assert [m["in_spreads"] for m in out["margins"]] == pytest.approx([-5.0 / 4, 29.0 / 4, -16.0 / 4])
+    by = {(c["schedule"], c["round"]): c for c in out["against"]["cells"]}
+    assert set(by) == {("uniform", 0), ("uniform", 5), ("uniform", 9)}
+    assert by["uniform", 5]["relative"] == pytest.approx(-9.0 / 24) and by["uniform", 0]["change"] == pytest.approx(0.5)
+    assert [k for k, c in by.items() if c["verdict_changed"]] == [("uniform", 5)]
+    assert out["against"]["largest"]["round"] == 5 and out["against"]["only_this"] == ["erk-r9"]
+    printed = capsys.readouterr().out
+    assert "uniform-r5 (0.68): 24.00 -> 15.00, -9.00 (-37.5%); verdict within the seed spread -> schedule better" in printed
+    assert "part 1's two seeds: 15.0%" in printed and (tmp_path / "fd.png").stat().st_size > 0
+    (tmp_path / "other.json").write_text(json.dumps({**first, "rows": [{**r, "featurizer_sha256": "0" * 64} for r in first["rows"]]}))
+    with pytest.raises(SystemExit, match="different featurizers"):
+        checks.main([str(tmp_path / "b.json"), "--against", str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit, match="not a finished part's part2.json"):
+        checks.main([str(tmp_path / "b.json"), "--against", str(tmp_path / "missing.json")])
+
+
+def test_part2_checks_say_whether_the_trajectories_started_alike(tmp_path):
+    """theta_0 and theta_tau compared by the runs' manifests: one sha256 in every run, or not."""
+    checks = load_script(STUDY / "part2_checks.py")
+    for run, tau in (("uniform", "1" * 64), ("global", "2" * 64)):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "manifest.json").write_text(json.dumps({"files": {"init.safetensors": "a" * 64,
+                                                                              "rewind.safetensors": tau}}))
+    got = checks.starts(tmp_path)
+    assert got["init.safetensors"]["same"] and not got["rewind.safetensors"]["same"]
+    assert got["rewind.safetensors"]["sha256"] == {"global": "2" * 12, "uniform": "1" * 12}
+    with pytest.raises(SystemExit, match="no run folder with a manifest.json"):
+        checks.starts(tmp_path / "uniform")
+
+
+def test_part2_checks_reproduce_the_committed_runs_figures():
+    """docs/results.md's Part 2: the margins in spreads, and the same-seed change between the two runs,
+    come from this command on the committed files; the plot it draws is the committed one."""
+    checks = load_script(STUDY / "part2_checks.py")
+    committed = STUDY.parents[1] / "docs" / "results" / "part2"
+    out = checks.main([str(committed / "part2.json"), "--against", str(committed / "first-run" / "part2.json"),
+                       "--runs", str(committed / "runs")])
+    assert out["starts"]["init.safetensors"]["same"] and not out["starts"]["rewind.safetensors"]["same"]
+    spreads = {(m["schedule"], m["cell"]): round(m["in_spreads"], 1) for m in out["margins"]}
+    assert spreads == {("uniform", "0.68"): -1.6, ("uniform", "0.85"): -3.0, ("uniform", "0.95"): 3.0,
+                       ("global", "0.68"): -1.9, ("global", "0.85"): -2.4, ("erk", "0.68"): -5.5, ("erk", "0.85"): -6.3}
+    against = out["against"]
+    assert (against["largest"]["schedule"], against["largest"]["round"], round(against["largest"]["relative"], 3)) == \
+        ("uniform", 9, 0.154)
+    assert [(c["schedule"], c["round"]) for c in against["cells"] if c["verdict_changed"]] == [("uniform", 5)]
+    assert against["only_this"] == ["erk-r9"] and against["only_other"] == []
