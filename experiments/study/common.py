@@ -75,11 +75,17 @@ def checks_of_finished(argv: list[str] | None, doc: str | None, name: str, figur
     if options is not None:
         options(ap)
     args = ap.parse_args(argv)
+    return (args, *read_finished(args.result, name, check))
+
+
+def read_finished(path: Path, name: str, check: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Any]:
+    """A finished part's JSON ``name`` at ``path`` and ``check`` run on it; a file that is not one (or
+    lacks what ``check`` reads) is a one-line error."""
     try:
-        result = json.loads(args.result.read_text())
-        return args, result, check(result)
+        result = json.loads(path.read_text())
+        return result, check(result)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        sys.exit(f"{args.result} is not a finished part's {name} ({e.__class__.__name__}: {e}); give results/{name}")
+        sys.exit(f"{path} is not a finished part's {name} ({e.__class__.__name__}: {e}); give results/{name}")
 
 
 def read_study(path: Path, sets: list[str], study_sets: list[str], known: set[str] | None

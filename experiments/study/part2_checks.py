@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import checks_of_finished  # noqa: E402
+from common import checks_of_finished, read_finished  # noqa: E402
 from part2 import plot_fd  # noqa: E402
 
 
@@ -53,7 +53,8 @@ def featurizer(result: dict[str, Any], name: str) -> str:
 def between(result: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     """Each round scored in both runs: ``result``'s fd-lenet against ``other``'s (relative to ``other``),
     and each comparison's verdict in both; the largest relative change; what only one run scored."""
-    if featurizer(result, "this run") != featurizer(other, "the other run"):
+    sha = featurizer(result, "this run")
+    if sha != featurizer(other, "the other run"):
         sys.exit("the two runs were scored under different featurizers (sha256): their fd-lenet values do "
                  "not compare; score both with one")
 
@@ -72,7 +73,7 @@ def between(result: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
                       "change": b - a, "relative": (b - a) / a, "verdict_other": v_there.get(key),
                       "verdict_this": v_here.get(key), "verdict_changed": v_there.get(key) != v_here.get(key)})
     largest = max(cells, key=lambda c: abs(c["relative"]), default=None)
-    return {"featurizer_sha256": featurizer(result, "this run"), "cells": cells, "largest": largest,
+    return {"featurizer_sha256": sha, "cells": cells, "largest": largest,
             "part1_seed_spread_rel": (result["part1"] or {}).get("seed_spread", {}).get("rel"),
             "only_this": sorted(f"{s}-r{k}" for s, k in here.keys() - there.keys()),
             "only_other": sorted(f"{s}-r{k}" for s, k in there.keys() - here.keys())}
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                            "draw the fd-lenet plot against sparsity again into this file",
                                            checks, against_option)
     if args.against:
-        _, _, out["against"] = checks_of_finished([str(args.against)], __doc__, "part2.json", "fd-png", "",
-                                                  lambda other: between(result, other))
+        _, out["against"] = read_finished(args.against, "part2.json", lambda other: between(result, other))
     show(out)
     if args.runs:
         out["starts"] = starts(args.runs)
